@@ -1,0 +1,1 @@
+"""Where finder commands run: local processes, containers, Slurm, Kubernetes."""
