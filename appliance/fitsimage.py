@@ -1,0 +1,237 @@
+"""FITS inspection with astropy: decide whether a file holds a usable 2-D image and summarise its header."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from appliance.errors import InvalidContent, UnsupportedType
+
+FITS_MAGIC = b"SIMPLE  ="
+GZIP_MAGIC = b"\x1f\x8b"
+
+# AIPS and CASA write the restoring beam into HISTORY when BMAJ/BMIN are missing from the header.
+_AIPS_BEAM = re.compile(r"BMAJ\s*=\s*([-+.\dEe]+)\s+BMIN\s*=\s*([-+.\dEe]+)\s+BPA\s*=\s*([-+.\dEe]+)")
+
+
+@dataclass(frozen=True)
+class Beam:
+    bmaj_arcsec: float
+    bmin_arcsec: float
+    bpa_deg: float | None
+    source: str  # "header" or "history"
+
+
+@dataclass(frozen=True)
+class FitsSummary:
+    """What a user (and a finder) needs to know about an uploaded image, all from the header."""
+
+    hdu: int
+    naxis: list[int]  # NAXIS1, NAXIS2, ... as in the header
+    shape: list[int]  # the 2-D image as numpy sees it: [NAXIS2, NAXIS1]
+    bitpix: int
+    bunit: str | None
+    celestial_wcs: bool
+    ctype: list[str]
+    projection: str | None
+    radesys: str | None
+    center_ra_deg: float | None
+    center_dec_deg: float | None
+    pixel_scale_arcsec: list[float] | None  # along the image's x and y axes
+    beam: Beam | None
+    frequency_hz: float | None
+    telescope: str | None
+    object: str | None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sniff(head: bytes) -> None:
+    """Reject content that is neither FITS nor gzip from its first bytes, before the rest is stored."""
+    if not (head.startswith(FITS_MAGIC) or head.startswith(GZIP_MAGIC)):
+        raise UnsupportedType("not_fits", "the file is not FITS: it does not start with the card 'SIMPLE  ='")
+
+
+def inspect_fits(path: Path) -> FitsSummary:
+    """Open ``path`` with astropy and summarise its first 2-D image HDU (degenerate axes allowed).
+
+    Raises UnsupportedType when the content is not FITS, InvalidContent when it is truncated, corrupt or holds no
+    2-D image. Reads headers only (data stays memory-mapped), so it is cheap for files of any size."""
+    with path.open("rb") as f:
+        head = f.read(len(FITS_MAGIC))
+    sniff(head)
+    if head.startswith(GZIP_MAGIC):
+        _check_gzip_stream(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+                _raise_on_truncation(caught)
+                index, hdu = _first_image(hdul)
+                return _summarise(index, hdu.header, notes=_notes(caught))
+        except (InvalidContent, UnsupportedType):
+            raise
+        except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, fits.VerifyError) as exc:
+            _raise_on_truncation(caught)
+            if "SIMPLE" in str(exc):
+                raise UnsupportedType("not_fits", f"the file is not FITS: {exc}") from None
+            raise InvalidContent("corrupt_fits", f"the FITS file is corrupt: {exc}") from None
+
+
+def _check_gzip_stream(path: Path) -> None:
+    try:
+        with gzip.open(path, "rb") as stream:
+            first = stream.read(len(FITS_MAGIC))
+            if not first.startswith(FITS_MAGIC):
+                raise UnsupportedType("not_fits", "the gzip file does not hold FITS: no 'SIMPLE  =' card at its start")
+            while stream.read(1 << 22):
+                pass
+    except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
+        raise InvalidContent("corrupt_gzip", f"the gzip stream is truncated or corrupt: {exc}") from None
+
+
+def _raise_on_truncation(caught: list[warnings.WarningMessage]) -> None:
+    for warning in caught:
+        text = str(warning.message)
+        if "truncated" in text:
+            raise InvalidContent("truncated_fits", f"the FITS file is truncated: {text}")
+
+
+def _notes(caught: list[warnings.WarningMessage]) -> list[str]:
+    notes = []
+    for warning in caught:
+        text = " ".join(str(warning.message).split())
+        if "extra bytes after the last HDU" in text:
+            notes.append("extra bytes after the last HDU were ignored")
+    return sorted(set(notes))
+
+
+def _first_image(hdul: fits.HDUList) -> tuple[int, Any]:
+    seen = []
+    for index, hdu in enumerate(hdul):
+        if not isinstance(hdu, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU)):
+            continue
+        naxes = [hdu.header.get(f"NAXIS{i}", 0) for i in range(1, hdu.header.get("NAXIS", 0) + 1)]
+        if not naxes:
+            continue
+        seen.append((index, naxes))
+        if len(naxes) >= 2 and naxes[0] > 1 and naxes[1] > 1 and all(n == 1 for n in naxes[2:]):
+            return index, hdu
+    if not seen:
+        raise InvalidContent("no_image", "the FITS file holds no image data")
+    described = "; ".join(f"HDU {i}: {'x'.join(map(str, n))}" for i, n in seen)
+    raise InvalidContent(
+        "not_2d_image",
+        f"the FITS file holds no 2-D image (NAXIS1 and NAXIS2 > 1, any further axes of length 1): {described}",
+    )
+
+
+def _summarise(index: int, header: fits.Header, notes: list[str]) -> FitsSummary:
+    naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
+    wcs_facts = _celestial_wcs(header, naxes, notes)
+    beam = _beam(header, notes)
+    return FitsSummary(
+        hdu=index,
+        naxis=naxes,
+        shape=[naxes[1], naxes[0]],
+        bitpix=int(header["BITPIX"]),
+        bunit=_text(header.get("BUNIT")),
+        beam=beam,
+        frequency_hz=_frequency(header),
+        telescope=_text(header.get("TELESCOP")),
+        object=_text(header.get("OBJECT")),
+        notes=notes,
+        **wcs_facts,
+    )
+
+
+def _celestial_wcs(header: fits.Header, naxes: list[int], notes: list[str]) -> dict[str, Any]:
+    ctype = [str(header.get(f"CTYPE{i}", "")).strip() for i in (1, 2)]
+    facts: dict[str, Any] = dict(
+        celestial_wcs=False,
+        ctype=ctype,
+        projection=None,
+        radesys=None,
+        center_ra_deg=None,
+        center_dec_deg=None,
+        pixel_scale_arcsec=None,
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header).celestial
+        if wcs.naxis != 2 or not wcs.has_celestial:
+            notes.append("no celestial WCS: positions will be in pixels only")
+            return facts
+        center = wcs.pixel_to_world((naxes[0] - 1) / 2, (naxes[1] - 1) / 2).icrs
+        scales = (proj_plane_pixel_scales(wcs) * u.deg).to_value(u.arcsec)
+    except Exception as exc:  # astropy.wcs raises many types for malformed keywords; all mean "no usable WCS"
+        notes.append(f"WCS could not be read ({type(exc).__name__}: {exc}); positions will be in pixels only")
+        return facts
+    facts.update(
+        celestial_wcs=True,
+        projection=ctype[0][5:].strip("-") or None,  # as written: astropy turns NCP into SIN with PV terms
+        radesys=wcs.wcs.radesys or None,
+        center_ra_deg=float(center.ra.deg),
+        center_dec_deg=float(center.dec.deg),
+        pixel_scale_arcsec=[float(s) for s in scales],
+    )
+    return facts
+
+
+def _beam(header: fits.Header, notes: list[str]) -> Beam | None:
+    bmaj, bmin, bpa = (_number(header.get(k)) for k in ("BMAJ", "BMIN", "BPA"))
+    source = "header"
+    if bmaj is None or bmin is None:
+        found = [m for m in map(_AIPS_BEAM.search, (str(h) for h in header.get("HISTORY", []))) if m]
+        if not found:
+            notes.append("no restoring beam in the header (BMAJ/BMIN)")
+            return None
+        bmaj, bmin, bpa = (float(v) for v in found[-1].groups())
+        source = "history"
+    if bpa is None:
+        notes.append("no BPA in the header")
+    return Beam(bmaj_arcsec=bmaj * 3600.0, bmin_arcsec=bmin * 3600.0, bpa_deg=bpa, source=source)
+
+
+def _frequency(header: fits.Header) -> float | None:
+    for i in range(1, 10):  # the spectral axis may be described beyond NAXIS (e.g. NAXIS = 2 with a CTYPE3 FREQ)
+        if str(header.get(f"CTYPE{i}", "")).upper().startswith("FREQ"):
+            crval, cdelt, crpix = (_number(header.get(f"{k}{i}")) for k in ("CRVAL", "CDELT", "CRPIX"))
+            if crval is not None:
+                return crval + (1.0 - (crpix or 1.0)) * (cdelt or 0.0)
+    for key in ("RESTFRQ", "RESTFREQ", "FREQ"):
+        value = _number(header.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (bool, np.bool_)) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if np.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
