@@ -1,0 +1,93 @@
+"""The running appliance: its settings, lock, database, data store and queue, started and stopped as one."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any
+
+from astropy.utils import data as astropy_data
+from astropy.utils import iers
+from sqlalchemy import text
+
+from appliance import __version__, logs
+from appliance.config import Settings
+from appliance.db import Database
+from appliance.lock import HomeLock
+from appliance.queue import JobQueue
+from appliance.storage import FileStore
+
+log = logging.getLogger(__name__)
+
+
+def make_astropy_offline() -> None:
+    """The appliance makes no request to the internet: astropy must use its bundled IERS table, never download."""
+    iers.conf.auto_download = False
+    iers.conf.auto_max_age = None
+    astropy_data.conf.allow_internet = False
+
+
+class Appliance:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = HomeLock(settings.lock_path)
+        self.db = Database(settings.db_path)
+        self.files = FileStore(settings, self.db)
+        self.queue: JobQueue | None = None
+        self.started_at: float | None = None
+        self._log_handler: logging.Handler | None = None
+
+    def start(self) -> None:
+        """Lock the home folder, open the log, migrate the database, recover from a crash, start the queue."""
+        settings = self.settings
+        settings.home.mkdir(parents=True, exist_ok=True)
+        self.lock.acquire()
+        try:
+            self._log_handler = logs.file_handler(
+                settings.logs_dir, settings.log_level, settings.log_max_bytes, settings.log_backups
+            )
+            logs.attach(self._log_handler)
+            make_astropy_offline()
+            self.db.migrate()
+            self.files.prepare()
+            self.queue = JobQueue(settings)
+            self.queue.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.started_at = time.monotonic()
+        log.info("appliance started", extra={"home": str(settings.home), "version": __version__})
+
+    def stop(self) -> None:
+        if self.queue is not None:
+            self.queue.stop()
+            self.queue = None
+        self.db.close()
+        if self.started_at is not None:
+            log.info("appliance stopped")
+            self.started_at = None
+        if self._log_handler is not None:
+            logs.detach(self._log_handler)
+            self._log_handler = None
+        self.lock.release()
+
+    def health(self) -> dict[str, Any]:
+        """What /health reports; ``ok`` is false when the database or the queue is not working."""
+        try:
+            with self.db.session() as session:
+                session.execute(text("SELECT 1"))
+            database = "ok" if self.db.schema_is_current() else "schema out of date"
+        except Exception as exc:  # any failure here is the answer, not an error of the caller
+            database = f"error: {exc}"
+        queue = "running" if self.queue is not None and self.queue.running else "stopped"
+        disk = shutil.disk_usage(self.settings.data_dir)
+        return {
+            "ok": database == "ok" and queue == "running",
+            "version": __version__,
+            "uptime_seconds": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
+            "database": database,
+            "queue": queue,
+            "disk_free_bytes": disk.free,
+            "disk_total_bytes": disk.total,
+        }
