@@ -1,0 +1,67 @@
+"""The Litestar application: routes, the appliance as a dependency, errors as JSON, offline docs, static files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from litestar import Litestar, get
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.response import Redirect
+from litestar.static_files import create_static_files_router
+
+from appliance import __version__
+from appliance.core import Appliance
+from web.errors import EXCEPTION_HANDLERS
+from web.files import FilesController
+from web.hosts import HostCheck, allowed_host_names
+from web.system import health
+
+STATIC = Path(__file__).with_name("static")
+SWAGGER = "/static/vendor/swagger-ui"
+JSON_BODY_LIMIT = 1 << 20  # routes that stream uploads lift this themselves
+
+
+@get("/", include_in_schema=False)
+async def index() -> Redirect:
+    return Redirect("/docs")
+
+
+def create_app(appliance: Appliance) -> Litestar:
+    settings = appliance.settings
+    return Litestar(
+        route_handlers=[
+            index,
+            FilesController,
+            health,
+            create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
+        ],
+        dependencies={
+            "appliance": Provide(lambda: appliance, use_cache=True, sync_to_thread=False),
+            "user": Provide(lambda: settings.user, use_cache=True, sync_to_thread=False),
+        },
+        on_startup=[appliance.start],
+        on_shutdown=[appliance.stop],
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[DefineMiddleware(HostCheck, names=allowed_host_names(settings.host, settings.allowed_hosts))],
+        request_max_body_size=JSON_BODY_LIMIT,
+        openapi_config=OpenAPIConfig(
+            title="caesar-appliance",
+            version=__version__,
+            description="Find and catalogue sources in radio-astronomy FITS images. "
+            "The routes under /caesar/api/v1.0 keep caesar-rest's paths and field names.",
+            path="/docs",
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{SWAGGER}/swagger-ui-bundle.js",
+                    css_url=f"{SWAGGER}/swagger-ui.css",
+                    standalone_preset_js_url=f"{SWAGGER}/swagger-ui-standalone-preset.js",
+                    favicon=f"<link rel='icon' type='image/png' href='{SWAGGER}/favicon-32x32.png'>",
+                )
+            ],
+        ),
+        logging_config=None,
+    )

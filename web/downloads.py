@@ -1,0 +1,86 @@
+"""Streaming a stored file to the client, whole or as one byte range (RFC 9110 Range / If-Range)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+import anyio
+from litestar import Response
+from litestar.response import Stream
+
+from web.errors import error_body
+
+CHUNK_BYTES = 1 << 20
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def content_disposition(filename: str) -> str:
+    """attachment with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
+    fallback = re.sub(r'[^A-Za-z0-9._ -]', "_", filename) or "download"
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+
+
+def stream_file(
+    path: Path,
+    size: int,
+    *,
+    filename: str,
+    media_type: str,
+    etag: str,
+    range_header: str | None,
+    if_range: str | None,
+) -> Response | Stream:
+    headers = {
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{etag}"',
+        "Content-Disposition": content_disposition(filename),
+    }
+    wanted = _byte_range(range_header, size) if range_header and (not if_range or if_range == f'"{etag}"') else None
+    if wanted == "unsatisfiable":
+        return Response(
+            error_body(f"the requested range is outside the file ({size} bytes)", "range_not_satisfiable"),
+            status_code=416,
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    if wanted is None:
+        start, end, status = 0, size - 1, 200
+    else:
+        (start, end), status = wanted, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    return Stream(_read(path, start, end), media_type=media_type, headers=headers, status_code=status)
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """The single range asked for, "unsatisfiable", or None to send the whole file (invalid or multiple ranges)."""
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if not match or match.group(1) == match.group(2) == "":
+        return None
+    first, last = match.groups()
+    if first == "":
+        suffix = int(last)
+        if suffix == 0:
+            return "unsatisfiable"
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = min(int(last), size - 1) if last else size - 1
+    if start >= size:
+        return "unsatisfiable"
+    if end < start:
+        return None
+    return start, end
+
+
+async def _read(path: Path, start: int, end: int) -> AsyncIterator[bytes]:
+    remaining = end - start + 1
+    async with await anyio.open_file(path, "rb") as f:
+        await f.seek(start)
+        while remaining > 0:
+            chunk = await f.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk

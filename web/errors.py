@@ -1,0 +1,81 @@
+"""Every error leaves as JSON {"status": <message>, "error": <code>} with its HTTP code; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from appliance import errors
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[errors.ApplianceError], int] = {
+    errors.InvalidRequest: 400,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.UnsupportedType: 415,
+    errors.InvalidContent: 422,
+    errors.InsufficientStorage: 507,
+}
+
+_HTTP_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+}
+
+
+def error_body(message: str, code: str, **extra: object) -> dict[str, object]:
+    return {"status": message, "error": code, **extra}
+
+
+def http_status_of(exc: errors.ApplianceError) -> int:
+    for kind in type(exc).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return HTTP_500_INTERNAL_SERVER_ERROR
+
+
+def domain_error(request: Request, exc: errors.ApplianceError) -> Response:
+    status = http_status_of(exc)
+    log.info(
+        "request refused",
+        extra={"action": "refuse", "path": request.url.path, "error": exc.code, "http_status": status},
+    )
+    return Response(error_body(exc.message, exc.code), status_code=status)
+
+
+def http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    if status >= 500:
+        return unexpected_error(request, exc)
+    extra = {"details": exc.extra} if isinstance(exc, ValidationException) and exc.extra else {}
+    return Response(
+        error_body(exc.detail, _HTTP_CODES.get(status, "http_error"), **extra),
+        status_code=status,
+        headers=exc.headers,
+    )
+
+
+def unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error", exc_info=exc, extra={"path": request.url.path, "method": request.method})
+    return Response(
+        error_body("internal error: the appliance log has the details", "internal_error"),
+        status_code=HTTP_500_INTERNAL_SERVER_ERROR,
+    )
+
+
+EXCEPTION_HANDLERS = {
+    errors.ApplianceError: domain_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

@@ -1,0 +1,140 @@
+"""caesar-rest's file routes: upload, list, inspect, download and delete FITS images."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post, route
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.response import Redirect, Stream
+
+from appliance.core import Appliance
+from appliance.errors import InvalidRequest
+from appliance.models import StoredFile
+from web.downloads import stream_file
+from web.uploads import receive_upload
+
+API = "/caesar/api/v1.0"
+MEDIA_TYPES = {"fits": "application/fits", "fit": "application/fits", "fts": "application/fits"}
+
+
+def _megabytes(size: int) -> float:
+    return size / (1024.0 * 1024.0)  # caesar-rest's "MB"
+
+
+def file_document(record: StoredFile) -> dict[str, Any]:
+    """A file as /fileids and /file/<uuid> show it: caesar-rest's fields, with ``metadata`` filled in."""
+    return {
+        "fileid": record.uuid,
+        "filename_orig": record.filename_orig,
+        "fileext": record.fileext,
+        "filesize": _megabytes(record.size_bytes),
+        "filedate": record.created.isoformat(),
+        "metadata": record.summary,
+        "tag": record.tag or "",
+        "size_bytes": record.size_bytes,
+        "sha256": record.sha256,
+    }
+
+
+def upload_reply(record: StoredFile) -> dict[str, Any]:
+    """caesar-rest's upload response, plus the header summary, exact size and checksum."""
+    return {
+        "filename_orig": record.filename_orig,
+        "tag": record.tag or "",
+        "format": record.fileext,
+        "size": _megabytes(record.size_bytes),
+        "uuid": record.uuid,
+        "date": record.created.isoformat(),
+        "status": "File uploaded with success",
+        "metadata": record.summary,
+        "size_bytes": record.size_bytes,
+        "sha256": record.sha256,
+    }
+
+
+class FilesController(Controller):
+    path = API
+    tags = ["files"]
+
+    @post("/upload", request_max_body_size=None, status_code=200, summary="Upload a FITS image (multipart)")
+    async def upload(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]) -> dict[str, Any]:
+        """multipart/form-data with the image in the field ``file`` and an optional ``tag`` field.
+
+        Accepts .fits, .fit, .fts and their .gz forms. The file is validated with astropy before it is
+        registered: it must hold a 2-D image (further axes of length 1 are fine). The reply carries the
+        header summary in ``metadata``."""
+        record = await receive_upload(request, appliance.files, user)
+        return upload_reply(record)
+
+    @route(
+        "/upload/{filename:str}",
+        http_method=["PUT", "POST"],
+        request_max_body_size=None,
+        status_code=200,
+        summary="Upload a FITS image as the raw request body",
+    )
+    async def upload_raw(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], filename: FromPath[str], tag: FromQuery[str | None] = None
+    ) -> dict[str, Any]:
+        """The request body is the file itself, named by the path (``curl -T image.fits .../upload/``).
+        Same checks and reply as POST /upload; best for very large files."""
+        record = await receive_upload(request, appliance.files, user, filename=filename, tag=tag)
+        return upload_reply(record)
+
+    @get("/fileids", summary="List the caller's files")
+    async def list_files(
+        self,
+        appliance: NamedDependency[Appliance],
+        user: NamedDependency[str],
+        tag: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+    ) -> Response[list[dict[str, Any]]]:
+        """A bare list (as caesar-rest), newest first. Paging: ``limit``/``offset``; the total is in the
+        ``X-Total-Count`` header and the next page in ``Link``. Filter with ``tag``."""
+        records, total = await anyio.to_thread.run_sync(
+            lambda: appliance.files.list(user, tag=tag, limit=limit, offset=offset)
+        )
+        headers = {"X-Total-Count": str(total)}
+        if offset + len(records) < total:
+            query = {"limit": limit, "offset": offset + limit, **({"tag": tag} if tag is not None else {})}
+            headers["Link"] = f'<{API}/fileids?{urlencode(query)}>; rel="next"'
+        return Response([file_document(r) for r in records], headers=headers)
+
+    @get("/file/{file_uuid:str}", summary="One file and its FITS header summary")
+    async def get_file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> dict[str, Any]:
+        record = await anyio.to_thread.run_sync(appliance.files.get, user, file_uuid)
+        return file_document(record)
+
+    @route("/download/{file_uuid:str}", http_method=["GET", "POST"], summary="Download a file")
+    async def download(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> Stream | Response:
+        """Streams the file under its original name; honours a single ``Range`` (and ``If-Range``)."""
+        record, path = await anyio.to_thread.run_sync(appliance.files.open_path, user, file_uuid)
+        return stream_file(
+            path,
+            record.size_bytes,
+            filename=record.filename_orig,
+            media_type=MEDIA_TYPES.get(record.fileext, "application/gzip"),
+            etag=record.sha256,
+            range_header=request.headers.get("range"),
+            if_range=request.headers.get("if-range"),
+        )
+
+    @route("/download", http_method=["GET", "POST"], summary="Download by uuid given as a parameter")
+    async def download_by_parameter(self, request: Request, uuid: FromQuery[str | None] = None) -> Redirect:
+        """caesar-rest's form: ``uuid`` in the query or a form field; redirects to /download/<uuid>."""
+        if uuid is None and request.method == "POST":
+            uuid = (await request.form()).get("uuid")
+        if not uuid:
+            raise InvalidRequest("missing_uuid", "give the file's uuid as the 'uuid' parameter")
+        return Redirect(f"{API}/download/{uuid}")
+
+    @route("/delete/{file_uuid:str}", http_method=["GET", "POST"], status_code=200, summary="Delete a file")
+    async def delete(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> dict[str, str]:
+        """Refused with 409 while a pending or running job uses the file."""
+        await anyio.to_thread.run_sync(appliance.files.delete, user, file_uuid)
+        return {"status": "File deleted and removed from DB"}
