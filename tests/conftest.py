@@ -1,0 +1,102 @@
+"""Shared fixtures: settings on a temp home, the in-process API client, synthetic FITS images, the real data."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from litestar.testing import TestClient
+
+from appliance.config import Settings, load_settings
+from appliance.core import Appliance
+from web.app import create_app
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CAESAR_APPLIANCE_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real radio images and caesar outputs kept outside the repository (present here and in CI)."""
+    if not (SHARED_DATA / "ScorpioS17Field.fits").is_file():
+        pytest.skip(
+            f"real test data not found at {SHARED_DATA}: it lives beside the repository (../shared/data) and is not "
+            "part of a clone; set CAESAR_APPLIANCE_TEST_DATA to its folder to run these tests"
+        )
+    return SHARED_DATA
+
+
+def make_settings(home: Path, **overrides: object) -> Settings:
+    """Settings as the appliance would load them with no user file and no environment, on ``home``."""
+    return load_settings(cli={"home": str(home), "port": 0}, env={}, config_file=None).replace(**overrides)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the developer's own config file and environment out of every test."""
+    config_home = tmp_path_factory.mktemp("xdg-config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    for name in list(os.environ):
+        if name.startswith("CAESAR_APPLIANCE_") and name != "CAESAR_APPLIANCE_TEST_DATA":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "home")
+
+
+@pytest.fixture
+def appliance(settings: Settings) -> Iterator[Appliance]:
+    """A started appliance (lock, database, store, queue) without HTTP."""
+    app = Appliance(settings)
+    app.start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The real Litestar app in-process, started and stopped with the test."""
+    appliance = Appliance(settings)
+    with TestClient(create_app(appliance), base_url="http://127.0.0.1:8765") as test_client:
+        test_client.appliance = appliance  # type: ignore[attr-defined]
+        yield test_client
+
+
+def write_image(
+    path: Path,
+    shape: tuple[int, ...] = (64, 64),
+    header: dict[str, object] | None = None,
+    wcs: bool = True,
+    beam: bool = True,
+) -> Path:
+    """A synthetic radio image: noise plus one Gaussian, SIN projection, 1.5" pixels, 6.5" beam, 1.4 GHz."""
+    rng = np.random.default_rng(7)
+    data = rng.normal(0.0, 1e-4, shape).astype(np.float32)
+    ny, nx = shape[-2:]
+    y, x = np.mgrid[0:ny, 0:nx]
+    data[..., :, :] += (5e-3 * np.exp(-((x - nx / 2) ** 2 + (y - ny / 2) ** 2) / (2 * 1.8**2))).astype(np.float32)
+    hdu = fits.PrimaryHDU(data)
+    h = hdu.header
+    h["BUNIT"] = "JY/BEAM"
+    if wcs:
+        h.update(
+            CTYPE1="RA---SIN", CTYPE2="DEC--SIN", CRVAL1=150.0, CRVAL2=-30.0, CRPIX1=nx / 2 + 1, CRPIX2=ny / 2 + 1,
+            CDELT1=-1.5 / 3600, CDELT2=1.5 / 3600, CUNIT1="deg", CUNIT2="deg", RADESYS="ICRS",
+        )
+    if beam:
+        h.update(BMAJ=6.5 / 3600, BMIN=5.0 / 3600, BPA=30.0)
+    for key, value in (header or {}).items():
+        h[key] = value
+    hdu.writeto(path, overwrite=True)
+    return path
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    return write_image(tmp_path / "field.fits")

@@ -1,0 +1,144 @@
+"""The real `caesar-appliance serve` process: start, serve, refuse to double-start, exit cleanly, survive SIGKILL."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appliance.lock import HomeLock
+from appliance.testing import ServerProcess
+from tests.conftest import write_image
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def round_trip(server: ServerProcess, images: list[Path]) -> None:
+    """Upload every image (alternating multipart and raw body), download each byte-identical, delete them all."""
+    with httpx.Client(base_url=server.api, timeout=60) as http:
+        uuids = []
+        for n, path in enumerate(images):
+            if n % 2:
+                reply = http.put(f"/upload/{path.name}", content=path.read_bytes(), params={"tag": "e2e"})
+            else:
+                reply = http.post("/upload", files={"file": (path.name, path.read_bytes())}, data={"tag": "e2e"})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+            uuids.append(reply.json()["uuid"])
+        listed = http.get("/fileids", params={"tag": "e2e"}).json()
+        assert sorted(f["fileid"] for f in listed) == sorted(uuids)
+        for file_uuid, path in zip(uuids, images):
+            download = http.get(f"/download/{file_uuid}")
+            assert download.status_code == 200 and download.content == path.read_bytes()
+            assert path.name in download.headers["content-disposition"]
+        for file_uuid in uuids:
+            assert http.get(f"/delete/{file_uuid}").status_code == 200
+        assert http.get("/fileids").json() == []
+    assert not [p for p in (server.home / "data").rglob("*") if p.is_file()]
+
+
+def assert_clean_exit(server: ServerProcess, signum: int) -> None:
+    assert server.stop(signum) == 0, server.errors()
+    HomeLock(server.home / "appliance.lock").acquire()  # released
+    lines = (server.home / "logs" / "appliance.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    assert any(e["message"] == "appliance stopped" for e in entries)
+    assert any(e.get("action") == "upload" for e in entries)
+
+
+def test_serve_round_trip_with_synthetic_images(tmp_path):
+    images = [write_image(tmp_path / "a.fits"), write_image(tmp_path / "b.fits", shape=(1, 1, 48, 40))]
+    with ServerProcess(tmp_path / "home") as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        round_trip(server, images)
+        assert_clean_exit(server, signal.SIGTERM)
+
+
+def test_serve_round_trip_with_the_real_atca_images(tmp_path, shared_data):
+    images = [shared_data / "ScorpioExtendedSourceField.fits", shared_data / "ScorpioS17Field.fits"]
+    with ServerProcess(tmp_path / "home") as server:
+        round_trip(server, images)
+        assert_clean_exit(server, signal.SIGINT)
+
+
+def test_second_instance_on_the_same_home_exits_3_and_names_the_first(tmp_path):
+    with ServerProcess(tmp_path / "home") as server:
+        second = run_cli("serve", "--home", str(tmp_path / "home"), "--port", "0")
+        assert second.returncode == 3
+        assert "already running" in second.stderr and server.url in second.stderr
+        with urllib.request.urlopen(server.api + "/health") as reply:
+            assert json.load(reply)["ok"]
+
+
+def test_busy_port_exits_4_with_nothing_started(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--home", str(tmp_path / "home"), "--port", str(port))
+    assert result.returncode == 4
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Address already in use" in result.stderr
+    assert not (tmp_path / "home" / "appliance.db").exists() and not (tmp_path / "home" / "queue.db").exists()
+    HomeLock(tmp_path / "home" / "appliance.lock").acquire()
+
+
+def test_bad_settings_exit_2(tmp_path):
+    result = run_cli("serve", "--home", str(tmp_path), "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2 and "does not exist" in result.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text("workers = 3\n")
+    result = run_cli("serve", "--config", str(bad))
+    assert result.returncode == 2 and "unknown setting 'workers'" in result.stderr
+
+
+def test_failed_startup_exits_1_and_points_at_the_log(tmp_path):
+    home = tmp_path / "home"
+    (home / "appliance.db").mkdir(parents=True)  # the database cannot be opened
+    result = run_cli("serve", "--home", str(home), "--port", "0")
+    assert result.returncode == 1
+    assert "startup failed" in result.stderr and str(home / "logs" / "appliance.log") in result.stderr
+    HomeLock(home / "appliance.lock").acquire()
+
+
+def test_sigkill_in_the_middle_of_a_large_upload(tmp_path, image):
+    """Nothing registered, no temp file left, and the server healthy after the restart."""
+    home = tmp_path / "home"
+    declared = 512 * 2**20
+    first = ServerProcess(home).start()
+    host, port = first.url.removeprefix("http://").rsplit(":", 1)
+    uploads = home / "tmp" / "uploads"
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall(
+            f"PUT /caesar/api/v1.0/upload/big.fits HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n".encode()
+        )
+        conn.sendall(image.read_bytes()[:2880])
+        block = bytes(4 << 20)
+        for _ in range(16):
+            conn.sendall(block)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in uploads.glob("*.part")):
+            time.sleep(0.05)
+        partial = list(uploads.glob("*.part"))
+        assert partial and partial[0].stat().st_size > 0, "the upload was not in progress when the process was killed"
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+    first.stderr.close()
+
+    with ServerProcess(home) as second:
+        assert not list(uploads.iterdir())
+        assert not [p for p in (home / "data").rglob("*") if p.is_file()]
+        assert httpx.get(second.api + "/fileids").json() == []
+        health = httpx.get(second.api + "/health").json()
+        assert health["ok"] and health["database"] == "ok" and health["queue"] == "running"
+        assert second.stop() == 0
