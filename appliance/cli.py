@@ -24,6 +24,9 @@ log = logging.getLogger("appliance.cli")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tool"]:
+        return run_tool(argv[1:])
     parser = argparse.ArgumentParser(prog="caesar-appliance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"caesar-appliance {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="command")
@@ -88,6 +91,28 @@ def serve(settings: Settings) -> int:
         print(f"caesar-appliance: startup failed; see {settings.logs_dir / 'appliance.log'}", file=sys.stderr)
         return EXIT_STARTUP_FAILED
     return EXIT_OK
+
+
+def run_tool(argv: list[str]) -> int:
+    """``caesar-appliance tool NAME ARGS``: run a finder's console script (e.g. BANE, aegean) or a module of this
+    appliance (e.g. appliance.apps.pybdsf_run) with this appliance's own Python, as jobs do. Not for people."""
+    import runpy
+    from importlib.metadata import entry_points
+
+    if not argv:
+        print("caesar-appliance tool: name a console script or module", file=sys.stderr)
+        return EXIT_CONFIG
+    name, args = argv[0], argv[1:]
+    sys.argv = [name, *args]
+    if "." in name:
+        runpy.run_module(name, run_name="__main__", alter_sys=True)
+        return EXIT_OK
+    scripts = entry_points(group="console_scripts", name=name)
+    if not scripts:
+        print(f"caesar-appliance tool: no console script {name!r} installed", file=sys.stderr)
+        return EXIT_CONFIG
+    result = next(iter(scripts)).load()()
+    return result if isinstance(result, int) else EXIT_OK
 
 
 def bind(host: str, port: int) -> socket.socket:

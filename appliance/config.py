@@ -27,6 +27,10 @@ class Settings:
     user: str
     upload_max_bytes: int
     disk_reserve_bytes: int
+    runner: str
+    job_cores: int
+    job_walltime_seconds: float
+    job_cancel_grace_seconds: float
     queue_workers: int
     queue_poll_seconds: float
     log_level: str
@@ -62,6 +66,16 @@ class Settings:
     def tmp_dir(self) -> Path:
         """Scratch space on the same file system as data/, so a finished upload is renamed, not copied."""
         return self.home / "tmp"
+
+    @property
+    def cores(self) -> int:
+        """Cores jobs may use at once."""
+        return self.job_cores or os.cpu_count() or 1
+
+    @property
+    def workers(self) -> int:
+        """Queue worker threads: enough to fill every core with 1-core jobs."""
+        return self.queue_workers or max(2, self.cores)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -161,14 +175,19 @@ def _build(values: dict[str, Any]) -> Settings:
             "home": home.resolve(),
             "allowed_hosts": tuple(values["allowed_hosts"]),
             "queue_poll_seconds": float(values["queue_poll_seconds"]),
+            "job_walltime_seconds": float(values["job_walltime_seconds"]),
+            "job_cancel_grace_seconds": float(values["job_cancel_grace_seconds"]),
             "shutdown_grace_seconds": float(values["shutdown_grace_seconds"]),
         }
     )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
-    for name in ("upload_max_bytes", "queue_workers", "log_max_bytes"):
-        if getattr(settings, name) < 1:
-            raise ConfigError(f"{name} must be at least 1, got {getattr(settings, name)}")
+    for name in ("upload_max_bytes", "log_max_bytes", "job_walltime_seconds"):
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
+    for name in ("job_cores", "queue_workers", "job_cancel_grace_seconds"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {settings.log_level!r}")
     return settings

@@ -14,9 +14,11 @@ from sqlalchemy import text
 from appliance import __version__, logs
 from appliance.config import Settings
 from appliance.db import Database
+from appliance.jobs import JobService
 from appliance.lock import HomeLock
 from appliance.queue import JobQueue
 from appliance.storage import FileStore
+from runners import load_runner
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +36,7 @@ class Appliance:
         self.lock = HomeLock(settings.lock_path)
         self.db = Database(settings.db_path)
         self.files = FileStore(settings, self.db)
+        self.jobs = JobService(settings, self.db, self.files, load_runner(settings.runner))
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
         self._log_handler: logging.Handler | None = None
@@ -51,7 +54,10 @@ class Appliance:
             make_astropy_offline()
             self.db.migrate()
             self.files.prepare()
-            self.queue = JobQueue(settings)
+            self.jobs.start()
+            self.queue = JobQueue(settings, self.jobs.run, settings.workers)
+            self.jobs.enqueue, self.jobs.revoke = self.queue.enqueue, self.queue.revoke
+            self.jobs.recover(self.queue.pending_task_ids())
             self.queue.start()
         except BaseException:
             self.stop()
@@ -60,6 +66,7 @@ class Appliance:
         log.info("appliance started", extra={"home": str(settings.home), "version": __version__})
 
     def stop(self) -> None:
+        self.jobs.stop()
         if self.queue is not None:
             self.queue.stop()
             self.queue = None

@@ -6,10 +6,11 @@ from __future__ import annotations
 class ApplianceError(Exception):
     """Base of every error the domain raises on purpose. ``code`` is stable; ``message`` is for people."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, **details: object) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.details = details  # extra fields of the JSON reply
 
 
 class InvalidRequest(ApplianceError):
@@ -52,3 +53,20 @@ class AlreadyRunning(ApplianceError):
 
     def __init__(self, message: str) -> None:
         super().__init__("already_running", message)
+
+
+class InvalidOptions(ApplianceError):
+    """A job's options break the app's schema. ``problems`` maps each offending option to the reason."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        listed = "; ".join(f"{name}: {reason}" for name, reason in problems.items())
+        super().__init__("invalid_options", f"invalid job_inputs: {listed}", options=problems)
+        self.problems = problems
+
+
+class Unavailable(ApplianceError):
+    """The app cannot run on this machine (its finder is not installed, or no container runtime is set up)."""
+
+
+class NotReady(ApplianceError):
+    """The job has not ended yet, so its outputs do not exist yet (caesar-rest answers 202)."""

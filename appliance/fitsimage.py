@@ -235,3 +235,55 @@ def _text(value: Any) -> str | None:
         return None
     text = str(value).strip()
     return text or None
+
+
+def prepare_image(
+    source: Path, hdu_index: int, dest: Path, beam_override: tuple[float, float, float] | None = None
+) -> list[str]:
+    """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its celestial WCS, the
+    beam in the header, and non-finite pixels as NaN blanks. Returns what was assumed or changed, for the job log."""
+    notes: list[str] = []
+    with fits.open(source, memmap=True) as hdul:
+        hdu = hdul[hdu_index]
+        header = hdu.header
+        plane = np.asarray(hdu.data, dtype=np.float32)
+        if plane.ndim > 2:
+            plane = plane.reshape(plane.shape[-2:])
+            notes.append(f"degenerate axes dropped: {hdu.data.ndim}-D data of shape {hdu.data.shape} read as 2-D")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header).celestial
+        out = wcs.to_header()
+        written = str(out.get("CTYPE1", ""))[5:].strip("-")
+        original = str(header.get("CTYPE1", ""))[5:].strip("-")
+        if written != original:
+            notes.append(f"projection {original} written as the equivalent {written} with PV terms")
+        for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
+            if key in header:
+                out[key] = header[key]
+        notes += _write_beam(header, out, beam_override)
+    blanks = int(np.count_nonzero(~np.isfinite(plane)))
+    if blanks:
+        plane[~np.isfinite(plane)] = np.nan
+        notes.append(f"{blanks} blank (NaN or infinite) pixels are masked ({blanks / plane.size:.1%} of the image)")
+    fits.PrimaryHDU(plane, header=out).writeto(dest, overwrite=True)
+    return notes
+
+
+def _write_beam(header: fits.Header, out: fits.Header, override: tuple[float, float, float] | None) -> list[str]:
+    if override is not None:
+        bmaj, bmin, bpa = override
+        out.update(BMAJ=bmaj / 3600.0, BMIN=bmin / 3600.0, BPA=bpa)
+        return [f'beam set by the options: {bmaj}" x {bmin}" at {bpa} deg']
+    beam = _beam(header, [])
+    if beam is None:
+        raise InvalidContent("no_beam", "the image header has no restoring beam (BMAJ/BMIN)")
+    notes = []
+    if beam.source == "history":
+        notes.append(f'beam read from the HISTORY cards: {beam.bmaj_arcsec:.3f}" x {beam.bmin_arcsec:.3f}"')
+    bpa = beam.bpa_deg
+    if bpa is None:
+        bpa = 0.0
+        notes.append("no BPA in the header: a beam position angle of 0 deg is assumed")
+    out.update(BMAJ=beam.bmaj_arcsec / 3600.0, BMIN=beam.bmin_arcsec / 3600.0, BPA=bpa)
+    return notes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, String, Text, TypeDecorator
+from sqlalchemy import JSON, MetaData, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, TypeDecorator
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -27,7 +27,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = MetaData(naming_convention={"fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s"})
 
 
 class StoredFile(Base):
@@ -57,17 +57,33 @@ class Job(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user: Mapped[str] = mapped_column(String(128))
     app: Mapped[str] = mapped_column(String(64))
-    file_uuid: Mapped[str] = mapped_column(ForeignKey("files.uuid", ondelete="RESTRICT"))
-    job_inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # the file's uuid as submitted; file_uuid links to it while the file exists (a file may outlive none of its
+    # finished jobs: deleting it keeps the jobs and their products)
+    data_inputs: Mapped[str] = mapped_column(String(64))
+    file_uuid: Mapped[str | None] = mapped_column(ForeignKey("files.uuid", ondelete="SET NULL"))
+    job_inputs: Mapped[dict[str, Any]] = mapped_column(JSON)  # as submitted
+    options: Mapped[dict[str, Any]] = mapped_column(JSON)  # validated, defaults filled
     tag: Mapped[str | None] = mapped_column(String(256))
     state: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(Text)
     submit_date: Mapped[datetime] = mapped_column(UTCDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    cores: Mapped[int] = mapped_column(Integer)
+    walltime: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    runner: Mapped[str] = mapped_column(String(64))
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the runner's handle of the step running now
+    pid: Mapped[str] = mapped_column(String(64), default="")
+    task_id: Mapped[str | None] = mapped_column(String(64))  # the queue task that will run it
 
     __table_args__ = (
         Index("ix_jobs_user_submit", "user", "submit_date"),
         Index("ix_jobs_file_state", "file_uuid", "state"),
+        Index("ix_jobs_state", "state"),
     )
 
 
 LIVE_JOB_STATES = ("PENDING", "STARTED", "RUNNING")
+TERMINAL_JOB_STATES = ("SUCCESS", "FAILURE", "TIMED-OUT", "CANCELED", "ABORTED")

@@ -139,7 +139,8 @@ def test_delete_is_refused_while_a_live_job_uses_the_file(client, image):
     with client.appliance.db.session() as session:
         for state in ("SUCCESS", "RUNNING"):
             session.add(Job(id=str(uuidlib.uuid4()), user="anonymous", app="aegean", file_uuid=file_uuid,
-                            job_inputs={}, tag=None, state=state, status="", submit_date=datetime.now(timezone.utc)))
+                            data_inputs=file_uuid, job_inputs={}, options={}, tag=None, state=state, status="",
+                            submit_date=datetime.now(timezone.utc), cores=1, walltime=60.0, runner="local"))
     reply = client.post(f"{API}/delete/{file_uuid}")
     assert reply.status_code == 409 and reply.json()["error"] == "file_in_use"
     assert "pending or running job" in reply.json()["status"]

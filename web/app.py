@@ -15,7 +15,9 @@ from litestar.static_files import create_static_files_router
 from appliance import __version__
 from appliance.core import Appliance
 from web.errors import EXCEPTION_HANDLERS
+from web.apps import AppsController
 from web.files import FilesController
+from web.jobs import JobsController
 from web.hosts import HostCheck, allowed_host_names
 from web.system import health
 
@@ -35,6 +37,8 @@ def create_app(appliance: Appliance) -> Litestar:
         route_handlers=[
             index,
             FilesController,
+            AppsController,
+            JobsController,
             health,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],

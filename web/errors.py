@@ -13,12 +13,15 @@ from appliance import errors
 log = logging.getLogger(__name__)
 
 HTTP_STATUS: dict[type[errors.ApplianceError], int] = {
+    errors.NotReady: 202,
     errors.InvalidRequest: 400,
     errors.NotFound: 404,
     errors.Conflict: 409,
     errors.TooLarge: 413,
     errors.UnsupportedType: 415,
     errors.InvalidContent: 422,
+    errors.InvalidOptions: 422,
+    errors.Unavailable: 422,
     errors.InsufficientStorage: 507,
 }
 
@@ -45,13 +48,19 @@ def http_status_of(exc: errors.ApplianceError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
-def domain_error(request: Request, exc: errors.ApplianceError) -> Response:
+def error_response(request: Request, exc: errors.ApplianceError, **extra: object) -> Response:
+    """The JSON reply for a domain error, with the error's details (e.g. each invalid option) and ``extra``."""
     status = http_status_of(exc)
-    log.info(
-        "request refused",
-        extra={"action": "refuse", "path": request.url.path, "error": exc.code, "http_status": status},
-    )
-    return Response(error_body(exc.message, exc.code), status_code=status)
+    if status >= 400:
+        log.info(
+            "request refused",
+            extra={"action": "refuse", "path": request.url.path, "error": exc.code, "http_status": status},
+        )
+    return Response(error_body(exc.message, exc.code, **exc.details, **extra), status_code=status)
+
+
+def domain_error(request: Request, exc: errors.ApplianceError) -> Response:
+    return error_response(request, exc)
 
 
 def http_error(request: Request, exc: HTTPException) -> Response:

@@ -1,0 +1,106 @@
+"""Apps: the source finders a job can run. Each app declares its options (caesar-rest's describe shape), checks an
+input image, turns validated options into the commands to run, and turns the finder's own files into the
+normalized catalog."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from appliance.apps.options import OptionSchema
+from appliance.catalogs import Catalog
+from appliance.errors import InvalidContent, NotFound
+from runners import RunSpec
+
+
+@dataclass(frozen=True)
+class Availability:
+    available: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class JobInput:
+    """What an app gets to build and to collect a run."""
+
+    image: Path  # the prepared 2-D image in the job folder
+    summary: dict[str, Any]  # FitsSummary of the uploaded file, as a dict
+    options: dict[str, Any]  # validated, defaults filled
+    workdir: Path
+    log: Path
+    cores: int
+
+
+class App:
+    name: str
+    title: str
+    description: str
+    schema: OptionSchema
+    python_modules: tuple[str, ...] = ()
+
+    def availability(self) -> Availability:
+        missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]
+        if missing:
+            return Availability(False, f"Python package(s) {', '.join(missing)} not installed")
+        return Availability(True)
+
+    def cores(self, options: dict[str, Any]) -> int:
+        return int(options.get("ncores") or 1)
+
+    def beam_override(self, options: dict[str, Any]) -> tuple[float, float, float] | None:
+        """(bmaj arcsec, bmin arcsec, bpa deg) given in the options, or None to use the header's."""
+        bmaj, bmin = options.get("beam-bmaj") or 0.0, options.get("beam-bmin") or 0.0
+        if bmaj > 0:
+            return bmaj, bmin or bmaj, options.get("beam-bpa") or 0.0
+        return None
+
+    def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
+        """Refuse, before anything runs, an image this finder cannot work on."""
+        if not summary.get("celestial_wcs"):
+            raise InvalidContent(
+                "no_celestial_wcs", f"{self.name} needs an image with a celestial WCS (RA/Dec axes); this one has none"
+            )
+        if summary.get("beam") is None and self.beam_override(options) is None:
+            raise InvalidContent(
+                "no_beam",
+                f"the image header has no restoring beam (BMAJ/BMIN); give it with the options beam-bmaj and "
+                f"beam-bmin (arcsec) to run {self.name}",
+            )
+
+    def steps(self, job: JobInput) -> list[RunSpec]:
+        raise NotImplementedError
+
+    def collect(self, job: JobInput) -> Catalog:
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        return self.schema.describe()
+
+
+def tool_argv(name: str, *args: str) -> list[str]:
+    """The argv that runs the console script or module ``name`` with this appliance's own Python environment."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable, "tool", name, *args]
+    return [sys.executable, "-m", "appliance", "tool", name, *args]
+
+
+class AppRegistry:
+    @cached_property
+    def apps(self) -> dict[str, App]:
+        from appliance.apps.aegean import Aegean
+        from appliance.apps.pybdsf import PyBDSF
+
+        return {app.name: app for app in (Aegean(), PyBDSF())}
+
+    def get(self, name: str) -> App:
+        app = self.apps.get(name) if isinstance(name, str) else None
+        if app is None:
+            raise NotFound("unknown_app", f"Unknown app {name}!")
+        return app
+
+
+APPS = AppRegistry()

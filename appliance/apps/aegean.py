@@ -1,0 +1,174 @@
+"""Aegean (AegeanTools from PyPI): BANE computes the background and noise maps, then aegean finds and fits.
+
+caesar-rest's aegean options keep their names and defaults; the rest of Aegean's useful knobs are added."""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+import numpy as np
+
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from appliance.apps import App, Availability, JobInput, tool_argv
+from appliance.apps.options import Flag, OptionSchema, Value
+from appliance.catalogs import Catalog, normalized_table
+from appliance.errors import InvalidOptions
+from runners import RunSpec
+
+BKG = "IMGBKG"
+FIND = "SOURCE-FINDING"
+FIT = "FITTING"
+BEAM = "BEAM"
+OUT = "OUTPUT"
+
+
+class Aegean(App):
+    name = "aegean"
+    title = "Aegean"
+    description = "BANE background and noise maps, then Aegean's seed/flood island search and Gaussian fitting."
+    python_modules = ("AegeanTools",)
+    schema = OptionSchema(
+        [
+            Flag("save-bkgmap", "keep BANE's background map with the outputs", category=OUT),
+            Flag("save-rmsmap", "keep BANE's noise (rms) map with the outputs", category=OUT),
+            Value("bkgbox", "BANE box over which background and rms are computed (pixels)", category=BKG,
+                  value_type=int, default=100, min=5, max=10000),
+            Value("bkggrid", "BANE grid step at which background and rms are sampled (pixels)", category=BKG,
+                  value_type=int, default=20, min=5, max=1000),
+            Value("seedthr", "seed threshold: islands are seeded by pixels this many sigma above the background "
+                  "(aegean --seedclip)", category=FIND, default=5.0, min=0.5, max=1000),
+            Value("mergethr", "flood (merge) threshold: islands grow down to this many sigma (aegean --floodclip); "
+                  "below seedthr", category=FIND, default=2.6, min=0.1, max=1000),
+            Flag("negative", "also report sources with negative flux", category=FIND),
+            Value("fit-maxcomponents", "islands with more summits than this are estimated, not fitted "
+                  "(aegean --maxsummits); 0 fits every island", category=FIT, value_type=int, default=3, min=0,
+                  max=100),
+            Value("beam-bmaj", "restoring beam major axis FWHM to use instead of the header's (arcsec; 0: header)",
+                  category=BEAM, default=0.0, min=0.0, max=36000.0, advanced=True),
+            Value("beam-bmin", "restoring beam minor axis FWHM (arcsec; 0: same as beam-bmaj)", category=BEAM,
+                  default=0.0, min=0.0, max=36000.0, advanced=True),
+            Value("beam-bpa", "restoring beam position angle (deg east of north)", category=BEAM, default=0.0,
+                  min=-180.0, max=180.0, advanced=True),
+            Value("ncores", "CPU cores for BANE and aegean", value_type=int, default=1, min=1, max=100),
+            Flag("no-logredir", "accepted for caesar-rest compatibility: the finder's output always goes to the job "
+                 "log", advanced=True),
+        ]
+    )
+
+    def availability(self) -> Availability:
+        found = super().availability()
+        if not found.available:
+            return found
+        numpy_version = tuple(int(p) for p in version("numpy").split(".")[:2])
+        if numpy_version >= (2, 4):  # AegeanTools 2.3.5 calls np.linalg.linalg, gone in numpy 2.4 (Aegean #228)
+            return Availability(False, f"AegeanTools 2.3.5 fails with numpy {version('numpy')}; numpy < 2.4 needed")
+        return found
+
+    def check_input(self, summary, options) -> None:
+        if options["mergethr"] >= options["seedthr"]:
+            raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
+        if options["bkggrid"] > options["bkgbox"]:
+            raise InvalidOptions({"bkggrid": f"must not exceed bkgbox ({options['bkgbox']})"})
+        super().check_input(summary, options)
+
+    def steps(self, job: JobInput) -> list[RunSpec]:
+        o = job.options
+        image = job.image.name
+        bane = tool_argv(
+            "BANE", "--cores", str(job.cores), "--grid", str(o["bkggrid"]), str(o["bkggrid"]),
+            "--box", str(o["bkgbox"]), str(o["bkgbox"]), image,
+        )
+        aegean = tool_argv(
+            "aegean", "--autoload", "--cores", str(job.cores), "--island",
+            "--seedclip", str(o["seedthr"]), "--floodclip", str(o["mergethr"]),
+            "--table", "aegean.fits,aegean.reg",
+        )
+        if o["fit-maxcomponents"] > 0:
+            aegean += ["--maxsummits", str(o["fit-maxcomponents"])]
+        if o["negative"]:
+            aegean.append("--negative")
+        beam = self.beam_override(o)
+        if beam is not None:
+            aegean += ["--beam", *(str(v) for v in (beam[0] / 3600, beam[1] / 3600, beam[2]))]
+        aegean.append(image)
+        return [
+            RunSpec(name="BANE", argv=bane, cwd=job.workdir, log=job.log, cores=job.cores),
+            RunSpec(name="aegean", argv=aegean, cwd=job.workdir, log=job.log, cores=job.cores),
+        ]
+
+    def collect(self, job: JobInput) -> Catalog:
+        wcs = WCS(fits.getheader(job.image)).celestial
+        components = _read(job.workdir / "aegean_comp.fits")
+        islands = _read(job.workdir / "aegean_isle.fits")
+        stem = job.image.name.removesuffix(".fits")
+        for kind, keep in (("bkg", job.options["save-bkgmap"]), ("rms", job.options["save-rmsmap"])):
+            if not keep:
+                (job.workdir / f"{stem}_{kind}.fits").unlink(missing_ok=True)
+        return Catalog(
+            islands=normalized_table(
+                "islands",
+                self.name,
+                {
+                    "island_id": islands["island"],
+                    "ra": islands["ra"],
+                    "dec": islands["dec"],
+                    "n_components": islands["components"],
+                    "npix": islands["pixels"],
+                    "peak_flux": islands["peak_flux"],
+                    "int_flux": islands["int_flux"],
+                    "int_flux_err": _error(islands["err_int_flux"]),
+                    "local_rms": islands["local_rms"],
+                    "background": islands["background"],
+                    "flags": islands["flags"],
+                }
+                if len(islands)
+                else {},
+                wcs,
+            ),
+            components=normalized_table(
+                "components",
+                self.name,
+                {
+                    "component_id": range(1, len(components) + 1),
+                    "island_id": components["island"],
+                    "ra": components["ra"],
+                    "dec": components["dec"],
+                    "ra_err": _arcsec(components["err_ra"]),
+                    "dec_err": _arcsec(components["err_dec"]),
+                    "peak_flux": components["peak_flux"],
+                    "peak_flux_err": _error(components["err_peak_flux"]),
+                    "int_flux": components["int_flux"],
+                    "int_flux_err": _error(components["err_int_flux"]),
+                    "major": components["a"],
+                    "major_err": _error(components["err_a"]),
+                    "minor": components["b"],
+                    "minor_err": _error(components["err_b"]),
+                    "pa": components["pa"],
+                    "pa_err": _error(components["err_pa"]),
+                    "local_rms": components["local_rms"],
+                    "background": components["background"],
+                    "flags": components["flags"],
+                }
+                if len(components)
+                else {},
+                wcs,
+            ),
+        )
+
+
+def _read(path) -> Table:
+    """Aegean writes no table when it finds nothing."""
+    return Table.read(path) if path.exists() else Table()
+
+
+def _error(values) -> np.ndarray:
+    """Aegean reports -1 for an uncertainty it could not compute."""
+    values = np.asarray(values, dtype=float)
+    return np.where(values < 0, np.nan, values)
+
+
+def _arcsec(degrees) -> np.ndarray:
+    return _error(degrees) * 3600.0

@@ -1,0 +1,147 @@
+"""PyBDSF (bdsf from PyPI): process_image with seed/flood thresholds, then its Gaussian and source lists.
+
+PyBDSF has no command line for scripts, so the run is ``caesar-appliance tool appliance.apps.pybdsf_run`` with
+the parameters in a JSON file next to the image."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS
+
+from appliance.apps import App, JobInput, tool_argv
+from appliance.apps.options import Flag, OptionSchema, Value
+from appliance.catalogs import Catalog, normalized_table
+from appliance.errors import InvalidOptions
+from runners import RunSpec
+
+BKG = "IMGBKG"
+FIND = "SOURCE-FINDING"
+FIT = "FITTING"
+BEAM = "BEAM"
+
+DEFAULT_FREQUENCY_HZ = 1.4e9
+PARAMETERS = "pybdsf_parameters.json"
+
+
+class PyBDSF(App):
+    name = "pybdsf"
+    title = "PyBDSF"
+    description = "PyBDSF's process_image: rms map, islands above a flood threshold seeded by a pixel threshold, " \
+                  "Gaussian decomposition grouped into sources."
+    python_modules = ("bdsf",)
+    schema = OptionSchema(
+        [
+            Value("seedthr", "seed threshold in sigma: an island needs a pixel this bright (thresh_pix)",
+                  category=FIND, default=5.0, min=0.5, max=1000),
+            Value("mergethr", "flood threshold in sigma: islands include pixels down to this level (thresh_isl); "
+                  "below seedthr", category=FIND, default=3.0, min=0.1, max=1000),
+            Value("bkgbox", "box for the rms and mean maps (pixels, rms_box); 0: chosen by PyBDSF", category=BKG,
+                  value_type=int, default=0, min=0, max=10000),
+            Value("bkggrid", "step of the rms box (pixels); 0: a third of bkgbox", category=BKG, value_type=int,
+                  default=0, min=0, max=10000),
+            Flag("adaptive-rms-box", "use a smaller rms box around bright sources (adaptive_rms_box)",
+                 category=BKG),
+            Flag("wavelet", "also decompose the residual with the à trous wavelet transform to catch extended "
+                 "emission (atrous_do)", category=FIT),
+            Value("frequency", "observing frequency when the header has none (Hz; 0: header, else 1.4 GHz is "
+                  "assumed)", category=BEAM, default=0.0, min=0.0, max=1e13, advanced=True),
+            Value("beam-bmaj", "restoring beam major axis FWHM to use instead of the header's (arcsec; 0: header)",
+                  category=BEAM, default=0.0, min=0.0, max=36000.0, advanced=True),
+            Value("beam-bmin", "restoring beam minor axis FWHM (arcsec; 0: same as beam-bmaj)", category=BEAM,
+                  default=0.0, min=0.0, max=36000.0, advanced=True),
+            Value("beam-bpa", "restoring beam position angle (deg east of north)", category=BEAM, default=0.0,
+                  min=-180.0, max=180.0, advanced=True),
+            Value("ncores", "CPU cores", value_type=int, default=1, min=1, max=100),
+        ]
+    )
+
+    def check_input(self, summary, options) -> None:
+        if options["mergethr"] >= options["seedthr"]:
+            raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
+        if options["bkggrid"] and not options["bkgbox"]:
+            raise InvalidOptions({"bkggrid": "needs bkgbox"})
+        if options["bkggrid"] > options["bkgbox"]:
+            raise InvalidOptions({"bkggrid": f"must not exceed bkgbox ({options['bkgbox']})"})
+        super().check_input(summary, options)
+
+    def steps(self, job: JobInput) -> list[RunSpec]:
+        o = job.options
+        params: dict = {
+            "thresh": "hard",
+            "thresh_pix": o["seedthr"],
+            "thresh_isl": o["mergethr"],
+            "adaptive_rms_box": o["adaptive-rms-box"],
+            "atrous_do": o["wavelet"],
+            "ncores": job.cores,
+            "quiet": True,
+        }
+        if o["bkgbox"]:
+            params["rms_box"] = [o["bkgbox"], o["bkggrid"] or max(1, o["bkgbox"] // 3)]
+        params["frequency"] = o["frequency"] or job.summary.get("frequency_hz") or DEFAULT_FREQUENCY_HZ
+        if not o["frequency"] and not job.summary.get("frequency_hz"):
+            with job.log.open("a") as log:
+                log.write(f"pybdsf: no frequency in the header; assuming {DEFAULT_FREQUENCY_HZ / 1e9} GHz\n")
+        (job.workdir / PARAMETERS).write_text(json.dumps({"image": job.image.name, "process_image": params}))
+        argv = tool_argv("appliance.apps.pybdsf_run", PARAMETERS)
+        return [RunSpec(name="pybdsf", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
+
+    def collect(self, job: JobInput) -> Catalog:
+        wcs = WCS(fits.getheader(job.image)).celestial
+        path = job.workdir / "pybdsf_gaul.fits"
+        gaussians = Table.read(path) if path.exists() else Table()  # PyBDSF writes nothing when it finds nothing
+        if not len(gaussians):
+            return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))
+        components = normalized_table(
+            "components",
+            self.name,
+            {
+                "component_id": np.asarray(gaussians["Gaus_id"]) + 1,
+                "island_id": np.asarray(gaussians["Isl_id"]) + 1,
+                "ra": gaussians["RA"],
+                "dec": gaussians["DEC"],
+                "ra_err": np.asarray(gaussians["E_RA"]) * 3600,
+                "dec_err": np.asarray(gaussians["E_DEC"]) * 3600,
+                "peak_flux": gaussians["Peak_flux"],
+                "peak_flux_err": gaussians["E_Peak_flux"],
+                "int_flux": gaussians["Total_flux"],
+                "int_flux_err": gaussians["E_Total_flux"],
+                "major": np.asarray(gaussians["Maj"]) * 3600,
+                "major_err": np.asarray(gaussians["E_Maj"]) * 3600,
+                "minor": np.asarray(gaussians["Min"]) * 3600,
+                "minor_err": np.asarray(gaussians["E_Min"]) * 3600,
+                "pa": gaussians["PA"],
+                "pa_err": gaussians["E_PA"],
+                "local_rms": gaussians["Isl_rms"],
+                "background": gaussians["Isl_mean"],
+            },
+            wcs,
+        )
+        return Catalog(islands=_islands(gaussians, components, wcs, self.name), components=components)
+
+
+def _islands(gaussians: Table, components: Table, wcs: WCS, app: str) -> Table:
+    """PyBDSF lists Gaussians with their island's totals; an island row is their flux-weighted centre."""
+    ids = np.asarray(components["island_id"])
+    unique = np.unique(ids)
+    flux = np.asarray(components["int_flux"])
+    columns: dict[str, list] = {k: [] for k in
+                                ("island_id", "ra", "dec", "n_components", "peak_flux", "int_flux", "int_flux_err",
+                                 "local_rms", "background")}
+    for island in unique:
+        members = ids == island
+        weights = np.clip(flux[members], 1e-30, None)
+        first = np.flatnonzero(members)[0]
+        columns["island_id"].append(island)
+        columns["ra"].append(np.average(components["ra"][members], weights=weights))
+        columns["dec"].append(np.average(components["dec"][members], weights=weights))
+        columns["n_components"].append(int(members.sum()))
+        columns["peak_flux"].append(np.max(components["peak_flux"][members]))
+        columns["int_flux"].append(gaussians["Isl_Total_flux"][first])
+        columns["int_flux_err"].append(gaussians["E_Isl_Total_flux"][first])
+        columns["local_rms"].append(gaussians["Isl_rms"][first])
+        columns["background"].append(gaussians["Isl_mean"][first])
+    return normalized_table("islands", app, columns, wcs)

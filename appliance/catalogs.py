@@ -1,0 +1,235 @@
+"""The normalized catalog every app produces, and its products: VOTable, FITS, CSV, JSON and ASCII tables, DS9 and
+CASA region files, and an overlay picture.
+
+Two astropy Tables with units and UCDs: islands (connected regions above the flood threshold) and components (the
+Gaussians fitted in them). Positions are ICRS degrees; pixel positions are 0-based (FITS pixel minus 1); sizes are
+FWHM in arcsec; position angles are degrees east of north. Values a finder does not provide are NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy import units as u
+from astropy.coordinates import SkyCoord
+from astropy.table import Column, Table
+from astropy.wcs import WCS
+
+JY_BEAM = u.Jy / u.beam
+
+# name, unit, UCD, description
+COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
+    ("component_id", None, "meta.id;meta.main", "component number in this catalog, from 1"),
+    ("island_id", None, "meta.id.parent", "island the component belongs to"),
+    ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension (ICRS)"),
+    ("dec", u.deg, "pos.eq.dec;meta.main", "declination (ICRS)"),
+    ("ra_err", u.arcsec, "stat.error;pos.eq.ra", "uncertainty of ra"),
+    ("dec_err", u.arcsec, "stat.error;pos.eq.dec", "uncertainty of dec"),
+    ("x", u.pix, "pos.cartesian.x;instr.det", "pixel column, 0-based"),
+    ("y", u.pix, "pos.cartesian.y;instr.det", "pixel row, 0-based"),
+    ("peak_flux", JY_BEAM, "phot.flux.density;stat.max", "peak surface brightness"),
+    ("peak_flux_err", JY_BEAM, "stat.error;phot.flux.density;stat.max", "uncertainty of peak_flux"),
+    ("int_flux", u.Jy, "phot.flux.density", "integrated flux density"),
+    ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
+    ("major", u.arcsec, "phys.angSize.smajAxis", "FWHM of the major axis"),
+    ("major_err", u.arcsec, "stat.error;phys.angSize.smajAxis", "uncertainty of major"),
+    ("minor", u.arcsec, "phys.angSize.sminAxis", "FWHM of the minor axis"),
+    ("minor_err", u.arcsec, "stat.error;phys.angSize.sminAxis", "uncertainty of minor"),
+    ("pa", u.deg, "pos.posAng", "position angle of the major axis, east of north"),
+    ("pa_err", u.deg, "stat.error;pos.posAng", "uncertainty of pa"),
+    ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
+    ("background", JY_BEAM, "instr.background", "local background level"),
+    ("flags", None, "meta.code.qual", "the finder's own quality flags (0: none)"),
+    ("app", None, "meta.code", "finder that produced the row"),
+]
+
+ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
+    ("island_id", None, "meta.id;meta.main", "island number in this catalog"),
+    ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension of the island (ICRS)"),
+    ("dec", u.deg, "pos.eq.dec;meta.main", "declination of the island (ICRS)"),
+    ("x", u.pix, "pos.cartesian.x;instr.det", "pixel column, 0-based"),
+    ("y", u.pix, "pos.cartesian.y;instr.det", "pixel row, 0-based"),
+    ("n_components", None, "meta.number", "number of fitted components"),
+    ("npix", u.pix, "phys.area", "pixels in the island"),
+    ("peak_flux", JY_BEAM, "phot.flux.density;stat.max", "brightest pixel or component"),
+    ("int_flux", u.Jy, "phot.flux.density", "integrated flux density of the island"),
+    ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
+    ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
+    ("background", JY_BEAM, "instr.background", "local background level"),
+    ("flags", None, "meta.code.qual", "the finder's own quality flags (0: none)"),
+    ("app", None, "meta.code", "finder that produced the row"),
+]
+
+_INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags"}
+KINDS = ("islands", "components")
+TABLE_FORMATS = {"votable": "vot", "fits": "fits", "csv": "csv", "json": "json", "ascii": "dat"}
+REGION_FORMATS = {"ds9": "reg", "crtf": "crtf"}
+
+
+@dataclass
+class Catalog:
+    islands: Table
+    components: Table
+
+    def table(self, kind: str) -> Table:
+        return self.islands if kind == "islands" else self.components
+
+
+def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | None = None) -> Table:
+    """A table of ``kind`` with every schema column, in order, with units and UCDs. Columns missing from ``values``
+    are NaN (or 0 for flags); x and y are computed from ra/dec with ``wcs`` when not given."""
+    spec = ISLAND_COLUMNS if kind == "islands" else COMPONENT_COLUMNS
+    length = len(next(iter(values.values()))) if values else 0
+    values = dict(values)
+    if wcs is not None and length and "x" not in values:
+        x, y = wcs.celestial.all_world2pix(np.asarray(values["ra"]), np.asarray(values["dec"]), 0)
+        values["x"], values["y"] = x, y
+    table = Table(meta={"name": f"{app}_{kind}"})
+    for name, unit, ucd, description in spec:
+        if name == "app":
+            data: Any = np.full(length, app, dtype=f"U{max(len(app), 1)}")
+        elif name in values:
+            data = np.asarray(values[name], dtype=np.int64 if name in _INTEGER_COLUMNS else np.float64)
+        elif name in _INTEGER_COLUMNS:
+            data = np.zeros(length, dtype=np.int64)
+        else:
+            data = np.full(length, np.nan)
+        table[name] = Column(data, unit=unit, description=description, meta={"ucd": ucd})
+    return table
+
+
+def write_table(table: Table, path: Path, fmt: str) -> None:
+    """One of TABLE_FORMATS, written with astropy (JSON: column metadata and one object per row)."""
+    if fmt == "votable":
+        table.write(path, format="votable", overwrite=True)
+    elif fmt == "fits":
+        table.write(path, format="fits", overwrite=True)
+    elif fmt == "csv":
+        table.write(path, format="ascii.csv", overwrite=True)
+    elif fmt == "ascii":
+        table.write(path, format="ascii.commented_header", overwrite=True)
+    elif fmt == "json":
+        path.write_text(json.dumps(table_to_json(table), allow_nan=False))
+    else:
+        raise ValueError(f"unknown table format {fmt!r}")
+
+
+def table_to_json(table: Table) -> dict[str, Any]:
+    columns = [
+        {
+            "name": name,
+            "unit": str(table[name].unit) if table[name].unit is not None else None,
+            "ucd": table[name].meta.get("ucd"),
+            "description": table[name].description,
+        }
+        for name in table.colnames
+    ]
+    rows = [{name: _json_value(row[name]) for name in table.colnames} for row in table]
+    return {"name": table.meta.get("name", ""), "columns": columns, "sources": rows}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return str(value)
+
+
+def component_regions(table: Table) -> Any:
+    """FWHM ellipses in sky coordinates, labelled with the component id."""
+    from regions import EllipseSkyRegion, Regions
+
+    shapes = []
+    for row in table:
+        major = row["major"] if np.isfinite(row["major"]) else 0.0
+        minor = row["minor"] if np.isfinite(row["minor"]) else major
+        pa = row["pa"] if np.isfinite(row["pa"]) else 0.0
+        shapes.append(
+            EllipseSkyRegion(
+                center=SkyCoord(row["ra"], row["dec"], unit="deg", frame="icrs"),
+                width=major * u.arcsec,
+                height=minor * u.arcsec,
+                angle=(pa + 90.0) * u.deg,  # regions: from the RA axis, anticlockwise; pa: from north, through east
+                meta={"text": str(row["component_id"])},
+                visual={"color": "green"},
+            )
+        )
+    return Regions(shapes)
+
+
+def island_regions(table: Table, pixel_arcsec: float) -> Any:
+    """A circle of the island's area at each island position, labelled with the island id."""
+    from regions import CircleSkyRegion, Regions
+
+    shapes = []
+    for row in table:
+        npix = row["npix"] if np.isfinite(row["npix"]) else 1.0
+        radius = math.sqrt(max(npix, 1.0) / math.pi) * pixel_arcsec
+        shapes.append(
+            CircleSkyRegion(
+                center=SkyCoord(row["ra"], row["dec"], unit="deg", frame="icrs"),
+                radius=radius * u.arcsec,
+                meta={"text": str(row["island_id"])},
+                visual={"color": "cyan"},
+            )
+        )
+    return Regions(shapes)
+
+
+def write_products(catalog: Catalog, outdir: Path, image: Path, pixel_arcsec: float, title: str) -> list[Path]:
+    """Every table format for both kinds, both region formats for both kinds, and the overlay picture."""
+    written = []
+    for kind in KINDS:
+        table = catalog.table(kind)
+        for fmt, ext in TABLE_FORMATS.items():
+            path = outdir / f"catalog_{kind}.{ext}"
+            write_table(table, path, fmt)
+            written.append(path)
+        regions = component_regions(table) if kind == "components" else island_regions(table, pixel_arcsec)
+        for fmt, ext in REGION_FORMATS.items():
+            path = outdir / f"regions_{kind}.{ext}"
+            regions.write(str(path), format=fmt, overwrite=True)
+            written.append(path)
+    plot = outdir / "overlay.png"
+    overlay_plot(image, catalog.components, plot, title)
+    written.append(plot)
+    return written
+
+
+MAX_PLOT_PIXELS = 2048
+
+
+def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
+    """The image on its sky grid (asinh stretch over the zscale range) with every component's FWHM ellipse.
+    Images larger than MAX_PLOT_PIXELS on a side are shown decimated, with the WCS decimated to match."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from astropy.io import fits
+    from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
+    from matplotlib.figure import Figure
+
+    with fits.open(image, memmap=True) as hdul:
+        data = hdul[0].data
+        wcs = WCS(hdul[0].header).celestial
+        step = max(1, math.ceil(max(data.shape) / MAX_PLOT_PIXELS))
+        shown = np.array(data[::step, ::step], dtype=np.float32)
+    wcs = wcs[::step, ::step] if step > 1 else wcs
+    finite = shown[np.isfinite(shown)]
+    norm = ImageNormalize(finite if finite.size else np.zeros(1), interval=ZScaleInterval(), stretch=AsinhStretch())
+    figure = Figure(figsize=(8, 8), dpi=100)
+    axes = figure.add_subplot(projection=wcs)
+    axes.imshow(shown, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest")
+    for region in component_regions(components):
+        artist = region.to_pixel(wcs).as_artist(facecolor="none", edgecolor="tab:red", lw=0.8)
+        axes.add_artist(artist)
+    axes.set_xlabel("RA")
+    axes.set_ylabel("Dec")
+    axes.set_title(f"{title}: {len(components)} components")
+    figure.savefig(out, bbox_inches="tight")

@@ -1,0 +1,557 @@
+"""Jobs: submission, execution in the queue, cancel, listing and deletion, products for every terminal state, and
+recovery after a crash or a shutdown.
+
+A job's folder <home>/jobs/<user>/job_<id>/ holds job.json (what was asked), job.log (what the appliance did and
+everything the finder printed), the finder's own files, the normalized products and, once the job has ended in any
+state, job_<id>.tar.gz of all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tarfile
+import threading
+import time
+import uuid as uuidlib
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from appliance.apps import APPS, JobInput
+from appliance.catalogs import write_products
+from appliance.config import Settings
+from appliance.db import Database
+from appliance.errors import (
+    ApplianceError,
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    NotReady,
+    Unavailable,
+)
+from appliance.fitsimage import prepare_image
+from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job
+from appliance.storage import FileStore, clean_tag
+from runners import Handle, Runner
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+INPUT_IMAGE = "input.fits"
+JOB_LOG = "job.log"
+JOB_SPEC = "job.json"
+_POLL_SECONDS = 0.1
+_JOB_ID_LENGTH = 36
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CoreBudget:
+    """At most ``total`` cores of jobs run at once; a job waits in its queue worker until its cores are free."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self._free = total
+        self._changed = threading.Condition()
+
+    def acquire(self, cores: int, give_up: Callable[[], bool]) -> bool:
+        with self._changed:
+            while self._free < cores:
+                if give_up():
+                    return False
+                self._changed.wait(0.2)
+            self._free -= cores
+            return True
+
+    def release(self, cores: int) -> None:
+        with self._changed:
+            self._free += cores
+            self._changed.notify_all()
+
+
+class JobService:
+    def __init__(self, settings: Settings, db: Database, files: FileStore, runner: Runner) -> None:
+        self.settings = settings
+        self.db = db
+        self.files = files
+        self.runner = runner
+        self.cores = CoreBudget(settings.cores)
+        self.enqueue: Callable[[str], str] = _not_started
+        self.revoke: Callable[[str], None] = _not_started
+        self._cancel_requests: dict[str, threading.Event] = {}
+        self._stopping = threading.Event()
+
+    # -- submission and queries ------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        user: str,
+        app_name: Any,
+        job_inputs: Any,
+        data_inputs: Any,
+        tag: Any = None,
+        walltime: Any = None,
+    ) -> Job:
+        """Validate everything, record the job PENDING with its folder, and queue it."""
+        if not isinstance(app_name, str) or not app_name:
+            raise InvalidRequest("missing_app", "give the app to run in 'app' (see GET /apps)")
+        if not isinstance(data_inputs, str) or not data_inputs:
+            raise InvalidRequest("missing_data_inputs", "give the uuid of an uploaded file in 'data_inputs'")
+        if tag is not None and not isinstance(tag, str):
+            raise InvalidRequest("invalid_tag", "tag must be a string")
+        if app_name not in APPS.apps:
+            raise InvalidRequest("unknown_app", f"Unknown app {app_name}! Known apps: {', '.join(APPS.apps)}")
+        app = APPS.get(app_name)
+        available = app.availability()
+        if not available.available:
+            raise Unavailable("app_unavailable", f"{app_name} cannot run here: {available.reason}")
+        options = app.schema.validate(job_inputs)
+        record = self.files.get(user, data_inputs)
+        app.check_input(record.summary, options)
+        job = Job(
+            id=str(uuidlib.uuid4()),
+            user=user,
+            app=app_name,
+            data_inputs=data_inputs,
+            file_uuid=record.uuid,
+            job_inputs=job_inputs or {},
+            options=options,
+            tag=clean_tag(tag),
+            state="PENDING",
+            status="Job submitted and registered with success",
+            submit_date=now(),
+            cores=min(app.cores(options), self.cores.total),
+            walltime=self._walltime(walltime),
+            attempts=0,
+            runner=self.runner.name,
+            pid="",
+        )
+        folder = self.folder(job)
+        folder.mkdir(parents=True)
+        self._write_spec(job, record.filename_orig)
+        if app.cores(options) > job.cores:
+            self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
+        with self.db.session() as session:
+            session.add(job)
+        self._queue(job)
+        log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app_name})
+        return job
+
+    def _walltime(self, walltime: Any) -> float:
+        limit = self.settings.job_walltime_seconds
+        if walltime is None:
+            return limit
+        if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) or not 0 < walltime <= limit:
+            raise InvalidRequest("invalid_walltime", f"walltime must be a number of seconds in (0, {limit:g}]")
+        return float(walltime)
+
+    def _queue(self, job: Job) -> None:
+        task_id = self.enqueue(job.id)
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(task_id=task_id))
+        job.task_id = task_id
+
+    def get(self, user: str, job_id: str) -> Job:
+        with self.db.session() as session:
+            job = session.get(Job, job_id) if isinstance(job_id, str) and len(job_id) <= _JOB_ID_LENGTH else None
+            if job is None or job.user != user:
+                raise NotFound("job_not_found", f"Job {job_id} not found for user {user}!")
+            return job
+
+    def list(
+        self,
+        user: str,
+        state: str | None = None,
+        app: str | None = None,
+        tag: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> tuple[list[Job], int]:
+        """A page of the user's jobs, newest first, and the total count."""
+        where = [Job.user == user]
+        if state is not None:
+            where.append(Job.state == state.upper())
+        if app is not None:
+            where.append(Job.app == app)
+        if tag is not None:
+            where.append(Job.tag == tag)
+        with self.db.session() as session:
+            total = session.scalar(select(func.count()).select_from(Job).where(*where)) or 0
+            jobs = session.scalars(
+                select(Job).where(*where).order_by(Job.submit_date.desc(), Job.id).limit(limit).offset(offset)
+            ).all()
+            return list(jobs), total
+
+    def folder(self, job: Job) -> Path:
+        return self.settings.jobs_dir / job.user / f"job_{job.id}"
+
+    def tarball(self, job: Job) -> Path:
+        return self.folder(job) / f"job_{job.id}.tar.gz"
+
+    def file(self, user: str, job_id: str, name: str) -> tuple[Job, Path]:
+        """A file of the job's folder by its plain name (never a path)."""
+        job = self.get(user, job_id)
+        path = self.folder(job) / name
+        if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
+            raise NotFound("file_not_found", f"job {job_id} has no file {name!r}")
+        return job, path
+
+    def product(self, user: str, job_id: str, name: str) -> tuple[Job, Path]:
+        """An output of a job that has ended; NotReady while it has not."""
+        job = self.get(user, job_id)
+        if job.state not in TERMINAL_JOB_STATES or job.state == "ABORTED":
+            raise NotReady("job_not_completed",
+                           f"Job {job_id} not yet completed (state={job.state}), output not available", job_id=job_id)
+        path = self.folder(job) / name
+        if not path.is_file():
+            raise NotFound("output_not_available",
+                           f"Job {job_id} ended {job.state} without {name}: {job.status} (see its log)")
+        return job, path
+
+    def files_of(self, user: str, job_id: str) -> tuple[Job, list[Path]]:
+        job = self.get(user, job_id)
+        folder = self.folder(job)
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+        return job, paths
+
+    # -- cancel and delete ----------------------------------------------------------------------------------
+
+    def cancel(self, user: str, job_id: str) -> str:
+        """Cancel a pending job at once; stop a running one (SIGTERM, then SIGKILL after the grace period) and wait
+        for it to end. Returns the status message."""
+        job = self.get(user, job_id)
+        if job.state in TERMINAL_JOB_STATES:
+            return f"Job {job_id} already completed (state={job.state}), nothing to be canceled"
+        if self._finish_if_state(job.id, ("PENDING",), "CANCELED", "Job canceled by user", exit_code=-1):
+            if job.task_id:
+                self.revoke(job.task_id)
+            self._package(job.id)
+            return "Job canceled and status updated in DB"
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(status="cancel requested by user"))
+        self._cancel_requests.setdefault(job.id, threading.Event()).set()
+        deadline = time.monotonic() + self.settings.job_cancel_grace_seconds + 10
+        while time.monotonic() < deadline:
+            if self.get(user, job_id).state in TERMINAL_JOB_STATES:
+                return "Job canceled and status updated in DB"
+            time.sleep(0.05)
+        return "Job cancel requested; its processes are being stopped"
+
+    def delete(self, user: str, job_id: str) -> None:
+        """Remove a finished job: its folder is renamed aside, the row deleted, then the folder removed; a crash in
+        between leaves a folder that ``recover`` removes, never a row without its folder."""
+        job = self.get(user, job_id)
+        if job.state in LIVE_JOB_STATES:
+            raise Conflict("job_running", f"Job {job_id} is {job.state}: cancel it before deleting it")
+        folder = self.folder(job)
+        trash = folder.with_name(f".trash-{job.id}")
+        if folder.exists():
+            folder.rename(trash)
+        with self.db.session() as session:
+            session.execute(Job.__table__.delete().where(Job.id == job.id))
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
+
+    # -- execution (queue worker threads) ---------------------------------------------------------------------
+
+    def run(self, job_id: str) -> None:
+        """The queue task: wait for cores, claim the job, run its steps, collect products, end in a final state."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+        if job is None or job.state != "PENDING":
+            return  # cancelled or deleted while queued
+        cancel = self._cancel_requests.setdefault(job.id, threading.Event())
+
+        def give_up() -> bool:
+            return self._stopping.is_set() or cancel.is_set() or self._state(job_id) != "PENDING"
+
+        if not self.cores.acquire(job.cores, give_up):
+            return
+        try:
+            if not self._claim(job):
+                return
+            self._execute(job, cancel)
+        except Exception as exc:  # a bug must still end the job, with the reason in its status and the log
+            log.exception("job crashed", extra={"job": job_id})
+            self._log(job, f"internal error: {exc!r}")
+            self._end(job, "FAILURE", f"internal error of the appliance: {exc}", None)
+        finally:
+            self.cores.release(job.cores)
+            self._cancel_requests.pop(job.id, None)
+
+    def _claim(self, job: Job) -> bool:
+        with self.db.session() as session:
+            claimed = session.execute(
+                update(Job)
+                .where(Job.id == job.id, Job.state == "PENDING")
+                .values(state="STARTED", status="preparing the input image", start_date=now(),
+                        attempts=Job.attempts + 1, end_date=None, exit_code=None)
+            ).rowcount
+        if claimed:
+            job.attempts += 1
+            job.start_date = now()
+        return bool(claimed)
+
+    def _execute(self, job: Job, cancel: threading.Event) -> None:
+        app = APPS.get(job.app)
+        folder = self.folder(job)
+        folder.mkdir(parents=True, exist_ok=True)
+        job_log = folder / JOB_LOG
+        self._log(job, f"attempt {job.attempts}: {job.app} with {json.dumps(job.options, sort_keys=True)}")
+        try:
+            record = self.files.get(job.user, job.data_inputs)
+            summary = record.summary
+            notes = prepare_image(self.files.path(record), summary["hdu"], folder / INPUT_IMAGE, app.beam_override(job.options))
+            for note in notes:
+                self._log(job, f"input: {note}")
+            job_input = JobInput(
+                image=folder / INPUT_IMAGE, summary=summary, options=job.options, workdir=folder, log=job_log,
+                cores=job.cores,
+            )
+            steps = app.steps(job_input)
+        except ApplianceError as exc:
+            self._log(job, f"input refused: {exc.message}")
+            self._end(job, "FAILURE", f"the input could not be prepared: {exc.message}", None)
+            return
+        deadline = time.monotonic() + job.walltime
+        env = {f"{name}_NUM_THREADS": str(job.cores) for name in ("OMP", "OPENBLAS", "MKL")}
+        env["MPLBACKEND"] = "Agg"
+        for number, spec in enumerate(steps, 1):
+            spec = replace(spec, env={**env, **spec.env})
+            self._log(job, f"step {number}/{len(steps)} {spec.name}: {' '.join(spec.argv)}")
+            handle = self.runner.submit(spec)
+            self._running(job, handle, f"running {spec.name} (step {number} of {len(steps)})")
+            code, reason = self._wait(handle, deadline, cancel)
+            self._log(job, f"step {number} ended with exit code {code}" + (f" ({reason})" if reason else ""))
+            if reason == "stopping":
+                self._interrupted(job, "the appliance was shut down while it ran")
+                return
+            if reason == "canceled":
+                self._end(job, "CANCELED", "Job canceled by user", -1 if code is None else code)
+                return
+            if reason == "timed-out":
+                self._end(job, "TIMED-OUT", f"wall-time limit of {job.walltime:g} s reached", 124)
+                return
+            if code != 0:
+                self._end(job, "FAILURE", f"{spec.name} failed with exit code {code}; see the job log", code)
+                return
+        self._collect(job, app, job_input)
+
+    def _collect(self, job: Job, app: Any, job_input: JobInput) -> None:
+        with self.db.session() as session:
+            session.execute(update(Job).where(Job.id == job.id).values(status="writing the catalogs"))
+        try:
+            catalog = app.collect(job_input)
+            pixel = (job_input.summary.get("pixel_scale_arcsec") or [1.0])[0]
+            write_products(catalog, job_input.workdir, job_input.image, pixel, f"{job.app} {job.id[:8]}")
+        except Exception as exc:  # the finder's files could not be read: the run failed, not the appliance
+            log.exception("collecting products failed", extra={"job": job.id})
+            self._log(job, f"reading the finder's outputs failed: {exc!r}")
+            self._end(job, "FAILURE", f"the finder's outputs could not be read: {exc}", 0)
+            return
+        self._log(job, f"catalogs: {len(catalog.islands)} islands, {len(catalog.components)} components")
+        self._end(job, "SUCCESS", f"Job completed: {len(catalog.islands)} islands, "
+                  f"{len(catalog.components)} components", 0)
+
+    def _wait(self, handle: Handle, deadline: float, cancel: threading.Event) -> tuple[int | None, str | None]:
+        """Poll until the step ends; on cancel, time-out or shutdown stop it first. Returns (exit code, reason)."""
+        while True:
+            code = self.runner.poll(handle)
+            if code is not None:
+                return code, None
+            for reason, happened in (
+                ("stopping", self._stopping.is_set()),
+                ("canceled", cancel.is_set()),
+                ("timed-out", time.monotonic() > deadline),
+            ):
+                if happened:
+                    grace = 2.0 if reason == "stopping" else self.settings.job_cancel_grace_seconds
+                    return self._stop(handle, grace), reason
+            cancel.wait(_POLL_SECONDS)
+
+    def _stop(self, handle: Handle, grace: float) -> int | None:
+        self.runner.cancel(handle)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            code = self.runner.poll(handle)
+            if code is not None:
+                return code
+            time.sleep(_POLL_SECONDS)
+        self.runner.kill(handle)
+        for _ in range(100):
+            code = self.runner.poll(handle)
+            if code is not None:
+                return code
+            time.sleep(_POLL_SECONDS)
+        return None
+
+    def _running(self, job: Job, handle: Handle, status: str) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(Job).where(Job.id == job.id).values(
+                    state="RUNNING", status=status, handle={"runner": handle.runner, **handle.data}, pid=handle.label
+                )
+            )
+
+    def _interrupted(self, job: Job, why: str) -> None:
+        """The job could not finish because the appliance stopped: run it again, unless that already happened."""
+        if job.attempts >= MAX_ATTEMPTS:
+            self._end(job, "FAILURE", f"interrupted twice ({why}); submit it again", None)
+            return
+        with self.db.session() as session:
+            session.execute(
+                update(Job).where(Job.id == job.id).values(
+                    state="PENDING", handle=None, pid="",
+                    status=f"re-queued: {why} (attempt {job.attempts} of {MAX_ATTEMPTS} interrupted)",
+                )
+            )
+        self._log(job, f"interrupted: {why}; it will run again")
+
+    def _end(self, job: Job, state: str, status: str, exit_code: int | None) -> None:
+        self._finish_if_state(job.id, LIVE_JOB_STATES, state, status, exit_code)
+        self._log(job, f"{state}: {status}")
+        self._package(job.id)
+        log.info("job ended", extra={"action": "jobend", "user": job.user, "job": job.id, "state": state})
+
+    def _finish_if_state(self, job_id: str, states: tuple[str, ...], state: str, status: str,
+                         exit_code: int | None) -> bool:
+        with self.db.session() as session:
+            return bool(
+                session.execute(
+                    update(Job).where(Job.id == job_id, Job.state.in_(states)).values(
+                        state=state, status=status, exit_code=exit_code, end_date=now(), handle=None
+                    )
+                ).rowcount
+            )
+
+    def _package(self, job_id: str) -> None:
+        """job.json with the final state, then the tarball of the folder (the prepared input copy left out)."""
+        with self.db.session() as session:
+            job = session.get(Job, job_id)
+        if job is None:
+            return
+        folder = self.folder(job)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / INPUT_IMAGE).unlink(missing_ok=True)
+        self._write_spec(job)
+        tarball = self.tarball(job)
+        partial = tarball.with_name(f".{tarball.name}.part")
+        with tarfile.open(partial, "w:gz") as tar:
+            for path in sorted(folder.iterdir()):
+                if path.is_file() and not path.name.startswith(".") and path != tarball:
+                    tar.add(path, arcname=f"job_{job.id}/{path.name}")
+        partial.replace(tarball)
+
+    def _write_spec(self, job: Job, filename_orig: str | None = None) -> None:
+        path = self.folder(job) / JOB_SPEC
+        previous = json.loads(path.read_text()) if path.exists() else {}
+        spec = {
+            **previous,
+            **job_document(job),
+            "options": job.options,
+            "cores": job.cores,
+            "walltime": job.walltime,
+            "runner": job.runner,
+        }
+        if filename_orig is not None:
+            spec["filename_orig"] = filename_orig
+        path.write_text(json.dumps(spec, indent=2, default=str))
+
+    def _log(self, job: Job, message: str) -> None:
+        folder = self.folder(job)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / JOB_LOG).open("a") as f:
+            f.write(f"[{now().isoformat(timespec='seconds')}] appliance: {message}\n")
+
+    def _state(self, job_id: str) -> str | None:
+        with self.db.session() as session:
+            return session.scalar(select(Job.state).where(Job.id == job_id))
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+
+    def recover(self, pending_task_ids: set[str]) -> dict[str, int]:
+        """At start, before the queue runs: stop what a killed appliance left running and run it again (once),
+        queue pending jobs whose queue task was lost, and remove half-deleted job folders."""
+        counts = {"orphans_killed": 0, "requeued": 0, "failed": 0, "enqueued": 0, "folders_removed": 0}
+        with self.db.session() as session:
+            interrupted = session.scalars(select(Job).where(Job.state.in_(("STARTED", "RUNNING")))).all()
+        for job in interrupted:
+            if job.handle and job.handle.get("runner") == self.runner.name:
+                data = {k: v for k, v in job.handle.items() if k != "runner"}
+                if self.runner.reap_orphan(Handle(self.runner.name, data)):
+                    counts["orphans_killed"] += 1
+                    self._log(job, f"killed the job's processes left running by the stopped appliance ({job.pid})")
+            self._interrupted(job, "the appliance stopped while it ran")
+            counts["failed" if job.attempts >= MAX_ATTEMPTS else "requeued"] += 1
+        with self.db.session() as session:
+            pending = session.scalars(select(Job).where(Job.state == "PENDING")).all()
+        for job in pending:
+            if job.task_id not in pending_task_ids:
+                self._queue(job)
+                counts["enqueued"] += 1
+        counts["folders_removed"] = self._remove_stray_folders()
+        if any(counts.values()):
+            log.warning("recovered jobs after an interrupted run", extra={"action": "recover", **counts})
+        return counts
+
+    def _remove_stray_folders(self) -> int:
+        with self.db.session() as session:
+            known = {f"job_{job_id}" for job_id in session.scalars(select(Job.id)).all()}
+        removed = 0
+        for folder in self.settings.jobs_dir.glob("*/*"):
+            if folder.is_dir() and (folder.name.startswith(".trash-") or
+                                    (folder.name.startswith("job_") and folder.name not in known)):
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        return removed
+
+    def start(self) -> None:
+        self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self._stopping.clear()
+
+    def stop(self) -> None:
+        """Stop running jobs (they are re-queued for the next start) so that the queue can stop."""
+        self._stopping.set()
+        for event in list(self._cancel_requests.values()):
+            event.set()  # wake waiting workers; _wait checks the stop flag first
+
+
+def job_document(job: Job) -> dict[str, Any]:
+    """A job as /jobs lists it: caesar-rest's fields, plus options, cores and dates."""
+    return {
+        "job_id": job.id,
+        "submit_date": job.submit_date.isoformat(),
+        "app": job.app,
+        "job_inputs": job.job_inputs,
+        "data_inputs": job.data_inputs,
+        "tag": job.tag or "",
+        "state": job.state,
+        "status": job.status,
+        "pid": job.pid,
+        "exit_code": job.exit_code,
+        "elapsed_time": elapsed_time(job),
+        "start_date": job.start_date.isoformat() if job.start_date else None,
+        "end_date": job.end_date.isoformat() if job.end_date else None,
+        "options": job.options,
+        "cores": job.cores,
+    }
+
+
+def elapsed_time(job: Job) -> float:
+    """Seconds the job has run: until its end, or until now while it runs."""
+    if job.start_date is None:
+        return 0.0
+    end = job.end_date or (now() if job.state in LIVE_JOB_STATES else job.start_date)
+    return round((end - job.start_date).total_seconds(), 3)
+
+
+def _not_started(*_: Any) -> Any:
+    raise RuntimeError("the job queue is not running")
