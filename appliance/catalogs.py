@@ -141,68 +141,72 @@ def _json_value(value: Any) -> Any:
     return str(value)
 
 
+def _centres(table: Table) -> SkyCoord:
+    return SkyCoord(np.asarray(table["ra"]), np.asarray(table["dec"]), unit="deg", frame="icrs")
+
+
 def component_regions(table: Table) -> Any:
     """FWHM ellipses in sky coordinates, labelled with the component id."""
     from regions import EllipseSkyRegion, Regions
 
-    shapes = []
-    for row in table:
-        major = row["major"] if np.isfinite(row["major"]) else 0.0
-        minor = row["minor"] if np.isfinite(row["minor"]) else major
-        pa = row["pa"] if np.isfinite(row["pa"]) else 0.0
-        shapes.append(
+    centres = _centres(table)
+    major = np.nan_to_num(np.asarray(table["major"], dtype=float), nan=0.0)
+    minor = np.where(np.isfinite(table["minor"]), table["minor"], major)
+    pa = np.nan_to_num(np.asarray(table["pa"], dtype=float), nan=0.0)
+    return Regions(
+        [
             EllipseSkyRegion(
-                center=SkyCoord(row["ra"], row["dec"], unit="deg", frame="icrs"),
-                width=major * u.arcsec,
-                height=minor * u.arcsec,
-                angle=(pa + 90.0) * u.deg,  # regions: from the RA axis, anticlockwise; pa: from north, through east
-                meta={"text": str(row["component_id"])},
+                center=centres[i],
+                width=major[i] * u.arcsec,
+                height=minor[i] * u.arcsec,
+                angle=(pa[i] + 90.0) * u.deg,  # regions: from the RA axis, anticlockwise; pa: from north, via east
+                meta={"text": str(table["component_id"][i])},
                 visual={"color": "green"},
             )
-        )
-    return Regions(shapes)
+            for i in range(len(table))
+        ]
+    )
 
 
-def island_regions(table: Table, pixel_arcsec: float) -> Any:
-    """A circle of the island's area at each island position, labelled with the island id."""
-    from regions import CircleSkyRegion, Regions
-
-    shapes = []
-    for row in table:
-        npix = row["npix"] if np.isfinite(row["npix"]) else 1.0
-        radius = math.sqrt(max(npix, 1.0) / math.pi) * pixel_arcsec
-        shapes.append(
-            CircleSkyRegion(
-                center=SkyCoord(row["ra"], row["dec"], unit="deg", frame="icrs"),
-                radius=radius * u.arcsec,
-                meta={"text": str(row["island_id"])},
-                visual={"color": "cyan"},
-            )
-        )
-    return Regions(shapes)
-
-
-def write_products(catalog: Catalog, outdir: Path, image: Path, pixel_arcsec: float, title: str) -> list[Path]:
-    """Every table format for both kinds, both region formats for both kinds, and the overlay picture."""
+def write_products(catalog: Catalog, outdir: Path, image: Path, title: str) -> list[Path]:
+    """Every table format for both kinds, the components' FWHM ellipses as DS9 and CASA regions, and the overlay
+    picture."""
     written = []
     for kind in KINDS:
-        table = catalog.table(kind)
         for fmt, ext in TABLE_FORMATS.items():
             path = outdir / f"catalog_{kind}.{ext}"
-            write_table(table, path, fmt)
+            write_table(catalog.table(kind), path, fmt)
             written.append(path)
-        regions = component_regions(table) if kind == "components" else island_regions(table, pixel_arcsec)
-        for fmt, ext in REGION_FORMATS.items():
-            path = outdir / f"regions_{kind}.{ext}"
-            regions.write(str(path), format=fmt, overwrite=True)
-            written.append(path)
+    regions = component_regions(catalog.components)
+    for fmt, ext in REGION_FORMATS.items():
+        path = outdir / f"regions.{ext}"
+        # CRTF in ICRS, as the catalog: regions converts every position to FK5 by default, one at a time
+        regions.write(str(path), format=fmt, overwrite=True, **({"coordsys": "icrs"} if fmt == "crtf" else {}))
+        written.append(path)
     plot = outdir / "overlay.png"
     overlay_plot(image, catalog.components, plot, title)
     written.append(plot)
     return written
 
 
-MAX_PLOT_PIXELS = 2048
+def pixel_ellipses(table: Table, wcs: WCS) -> tuple[np.ndarray, ...]:
+    """x, y, full width, full height (pixels) and angle from +x (deg, anticlockwise) of each component's FWHM
+    ellipse in the image, from the local directions of north and east: right for any orientation or parity."""
+    centres = _centres(table)
+    step = 1.0 * u.arcsec
+    x, y = wcs.world_to_pixel(centres)
+    nx, ny = wcs.world_to_pixel(centres.directional_offset_by(0 * u.deg, step))
+    ex, ey = wcs.world_to_pixel(centres.directional_offset_by(90 * u.deg, step))
+    pixels_per_arcsec = np.hypot(nx - x, ny - y)
+    north = np.arctan2(ny - y, nx - x)
+    sense = np.sign(np.sin(np.arctan2(ey - y, ex - x) - north))
+    pa = np.deg2rad(np.nan_to_num(np.asarray(table["pa"], dtype=float)))
+    major = np.nan_to_num(np.asarray(table["major"], dtype=float))
+    minor = np.where(np.isfinite(table["minor"]), table["minor"], major)
+    return x, y, major * pixels_per_arcsec, minor * pixels_per_arcsec, np.rad2deg(north + sense * pa)
+
+
+MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be resampled away
 
 
 def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
@@ -223,13 +227,20 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
     wcs = wcs[::step, ::step] if step > 1 else wcs
     finite = shown[np.isfinite(shown)]
     norm = ImageNormalize(finite if finite.size else np.zeros(1), interval=ZScaleInterval(), stretch=AsinhStretch())
-    figure = Figure(figsize=(8, 8), dpi=100)
+    figure = Figure(figsize=(7, 7), dpi=100)
     axes = figure.add_subplot(projection=wcs)
     axes.imshow(shown, origin="lower", cmap="gray_r", norm=norm, interpolation="nearest")
-    for region in component_regions(components):
-        artist = region.to_pixel(wcs).as_artist(facecolor="none", edgecolor="tab:red", lw=0.8)
-        axes.add_artist(artist)
+    if len(components):
+        from matplotlib.collections import EllipseCollection
+
+        x, y, width, height, angle = pixel_ellipses(components, wcs)
+        axes.add_collection(
+            EllipseCollection(width, height, angle, units="xy", offsets=np.column_stack([x, y]),
+                              offset_transform=axes.transData, facecolors="none", edgecolors="tab:red",
+                              linewidths=0.8)
+        )
     axes.set_xlabel("RA")
     axes.set_ylabel("Dec")
     axes.set_title(f"{title}: {len(components)} components")
-    figure.savefig(out, bbox_inches="tight")
+    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)
+    figure.savefig(out, pil_kwargs={"compress_level": 3})  # fixed margins: bbox_inches="tight" draws twice

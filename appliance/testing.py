@@ -140,12 +140,15 @@ def make_sky(
     # position angle is east of north; with RA increasing to the left, the major axis makes an angle of
     # (90 deg + bpa) with the +x pixel axis
     theta = np.deg2rad(90.0 + bpa)
-    yy, xx = np.mgrid[0:size, 0:size]
+    half = int(np.ceil(6 * sig_major))  # the Gaussian is drawn within 6 sigma of its centre
     for (x, y), peak in zip(positions, peaks):
+        x0, y0 = int(round(x)), int(round(y))
+        ys, xs = slice(max(0, y0 - half), y0 + half + 1), slice(max(0, x0 - half), x0 + half + 1)
+        yy, xx = np.mgrid[ys, xs]
         dx, dy = xx - x, yy - y
         u = dx * np.cos(theta) + dy * np.sin(theta)
         v = -dx * np.sin(theta) + dy * np.cos(theta)
-        image += peak * np.exp(-0.5 * ((u / sig_major) ** 2 + (v / sig_minor) ** 2))
+        image[ys, xs] += peak * np.exp(-0.5 * ((u / sig_major) ** 2 + (v / sig_minor) ** 2))
 
     wcs = WCS(naxis=2)
     wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"]

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["transfer"]
+BENCHMARKS = ["transfer", "jobs"]
 
 
 def main() -> int:

@@ -62,9 +62,7 @@ def appliance(settings: Settings) -> Iterator[Appliance]:
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The real Litestar app in-process, started and stopped with the test."""
-    appliance = Appliance(settings)
-    with TestClient(create_app(appliance), base_url="http://127.0.0.1:8765") as test_client:
-        test_client.appliance = appliance  # type: ignore[attr-defined]
+    with api_client(settings) as test_client:
         yield test_client
 
 
@@ -100,3 +98,79 @@ def write_image(
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
     return write_image(tmp_path / "field.fits")
+
+
+API = "/caesar/api/v1.0"
+LIVE = ("PENDING", "STARTED", "RUNNING")
+
+
+def upload_file(client, path: Path) -> str:
+    reply = client.post(f"{API}/upload", files={"file": (path.name, path.read_bytes())})
+    assert reply.status_code == 200, reply.text
+    return reply.json()["uuid"]
+
+
+def wait_for_job(client, job_id: str, until=lambda s: s["state"] not in LIVE, timeout: float = 300) -> dict:
+    """Poll the job's status until ``until`` holds; returns the last status."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"{API}/job/{job_id}/status").json()
+        if until(status):
+            return status
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} did not get there in {timeout} s: {status}")
+
+
+@pytest.fixture(scope="session")
+def sky(tmp_path_factory: pytest.TempPathFactory):
+    """A 256² synthetic image with 20 point sources of known position and flux (SNR 8 to 200), and its truth."""
+    from appliance.testing import make_sky
+
+    path = tmp_path_factory.mktemp("sky") / "sky.fits"
+    truth = make_sky(path, size=256, n_sources=20)
+    return path, truth
+
+
+def api_client(settings: Settings) -> TestClient:
+    """An in-process client on its own appliance; use as a context manager."""
+    appliance = Appliance(settings)
+    test_client = TestClient(create_app(appliance), base_url="http://127.0.0.1:8765")
+    test_client.appliance = appliance  # type: ignore[attr-defined]
+    return test_client
+
+
+@pytest.fixture(scope="session")
+def slow_sky(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1024² sky on which LONG_JOB runs for minutes: for cancel, time-out, shutdown and crash tests."""
+    from appliance.testing import make_sky
+
+    path = tmp_path_factory.mktemp("slow") / "slow.fits"
+    make_sky(path, size=1024, n_sources=50)
+    return path
+
+
+# BANE sampling every 5 pixels with a 200-pixel box on 1024² takes minutes on one core
+LONG_JOB = {"bkggrid": 5, "bkgbox": 200, "ncores": 1}
+
+
+def group_members(pgid: int, timeout: float = 5.0) -> list[str]:
+    """Processes still alive in the process group ``pgid`` (zombies waiting to be reaped do not count), after up to
+    ``timeout`` seconds for them to go."""
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        members = []
+        for process in psutil.process_iter(["pid", "status", "cmdline"]):
+            try:
+                if os.getpgid(process.pid) == pgid and process.info["status"] != psutil.STATUS_ZOMBIE:
+                    members.append(f"{process.pid} {process.info['status']} {' '.join(process.info['cmdline'] or [])}")
+            except (ProcessLookupError, PermissionError):
+                pass
+        if not members or time.monotonic() > deadline:
+            return members
+        time.sleep(0.1)

@@ -142,3 +142,37 @@ def test_sigkill_in_the_middle_of_a_large_upload(tmp_path, image):
         health = httpx.get(second.api + "/health").json()
         assert health["ok"] and health["database"] == "ok" and health["queue"] == "running"
         assert second.stop() == 0
+
+
+def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow_sky):
+    from tests.conftest import LONG_JOB, group_members
+
+    home = tmp_path / "home"
+    with ServerProcess(home) as first:
+        with httpx.Client(base_url=first.api, timeout=60) as http:
+            file_uuid = http.post("/upload", files={"file": ("slow.fits", slow_sky.read_bytes())}).json()["uuid"]
+            job_id = http.post("/job", json={"app": "aegean", "job_inputs": LONG_JOB,
+                                             "data_inputs": file_uuid}).json()["job_id"]
+            deadline = time.monotonic() + 60
+            while (status := http.get(f"/job/{job_id}/status").json())["state"] != "RUNNING" or not status["pid"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finder = int(status["pid"])
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(10)
+        assert group_members(finder, timeout=0), "the finder should outlive the killed appliance"
+
+    with ServerProcess(home) as second:
+        assert group_members(finder) == []  # the orphan was killed at start
+        with httpx.Client(base_url=second.api, timeout=60) as http:
+            log = http.get(f"/job/{job_id}/log").text
+            assert "killed the job's processes left running by the stopped appliance" in log
+            deadline = time.monotonic() + 60
+            while (status := http.get(f"/job/{job_id}/status").json())["state"] != "RUNNING" or not status["pid"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            assert status["pid"] != str(finder)
+            assert http.post(f"/job/{job_id}/cancel").json()["state"] == "CANCELED"
+            assert group_members(int(status["pid"])) == []
+            assert http.get(f"/job/{job_id}/output").status_code == 200
+        assert second.stop() == 0

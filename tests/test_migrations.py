@@ -29,3 +29,29 @@ def test_database_runs_in_wal_mode_with_foreign_keys(tmp_path):
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     db.close()
+
+
+def test_upgrade_from_0001_keeps_jobs_and_lets_files_outlive_them(tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+
+    from appliance.db import _alembic_config
+
+    db = Database(tmp_path / "appliance.db")
+    with db.engine.begin() as connection:
+        config = _alembic_config()
+        config.attributes["connection"] = connection
+        command.upgrade(config, "0001")
+        connection.execute(text(
+            "INSERT INTO files VALUES ('f1', 'anonymous', 'a.fits', 'fits', 'anonymous/f1.fits', 10, 'x', "
+            "'2026-01-01 00:00:00', NULL, '{}')"))
+        connection.execute(text(
+            "INSERT INTO jobs VALUES ('j1', 'anonymous', 'aegean', 'f1', '{}', NULL, 'SUCCESS', 'done', "
+            "'2026-01-01 00:00:00')"))
+    db.migrate()
+    with db.engine.begin() as connection:
+        row = connection.execute(text("SELECT data_inputs, options, cores, runner FROM jobs")).one()
+        assert tuple(row) == ("f1", "{}", 1, "local")
+        connection.execute(text("DELETE FROM files WHERE uuid = 'f1'"))
+        assert connection.execute(text("SELECT file_uuid, data_inputs FROM jobs")).one() == (None, "f1")
+    db.close()

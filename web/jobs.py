@@ -96,7 +96,7 @@ class JobsController(Controller):
         self,
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
-        job_state: Annotated[str | None, QueryParameter(query="state")] = None,
+        job_state: Annotated[str | None, QueryParameter(name="state")] = None,
         app: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -200,7 +200,7 @@ class JobsController(Controller):
                                  f"{', '.join(TABLE_FORMATS)}")
         return await self._product(request, appliance, user, job_id, f"catalog_{kind}.{TABLE_FORMATS[format]}")
 
-    @get("/job/{job_id:str}/regions", summary="Region file of the sources")
+    @get("/job/{job_id:str}/regions", summary="Region file of the components")
     async def regions(
         self,
         request: Request,
@@ -208,14 +208,12 @@ class JobsController(Controller):
         user: NamedDependency[str],
         job_id: FromPath[str],
         format: FromQuery[str] = "ds9",
-        kind: FromQuery[str] = "components",
     ) -> Stream | Response:
-        """``format``: ds9 or crtf (CASA); ``kind``: components (FWHM ellipses) or islands (circles of the island's
-        area). Sky coordinates (ICRS)."""
-        if kind not in KINDS or format not in REGION_FORMATS:
-            raise InvalidRequest("invalid_request", f"kind is one of {', '.join(KINDS)}; format one of "
-                                 f"{', '.join(REGION_FORMATS)}")
-        return await self._product(request, appliance, user, job_id, f"regions_{kind}.{REGION_FORMATS[format]}")
+        """Each component's FWHM ellipse in sky coordinates (ICRS), labelled with its id. ``format``: ds9 or crtf
+        (CASA)."""
+        if format not in REGION_FORMATS:
+            raise InvalidRequest("invalid_request", f"format is one of {', '.join(REGION_FORMATS)}")
+        return await self._product(request, appliance, user, job_id, f"regions.{REGION_FORMATS[format]}")
 
     @get("/job/{job_id:str}/files", summary="The files in the job's folder")
     async def files(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
