@@ -480,7 +480,7 @@ class JobService:
     def _record_step(self, job: Job, step: dict[str, Any]) -> None:
         """job.json lists each step run by this attempt: what, exit code, seconds."""
         path = self.folder(job) / JOB_SPEC
-        spec = json.loads(path.read_text())
+        spec = json.loads(path.read_text()) if path.exists() else job_document(job)
         spec["steps"] = [*spec.get("steps", []), {"attempt": job.attempts, **step}]
         path.write_text(json.dumps(spec, indent=2, default=str))
 

@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 from sqlalchemy import update
 
+from appliance.apps import APPS
 from appliance.core import Appliance
 from appliance.models import Job
 from runners import Handle, RunSpec
@@ -205,3 +206,29 @@ def test_orphan_reaping_never_kills_another_process(tmp_path):
         assert unrelated.wait(5) == -signal.SIGKILL
     finally:
         unrelated.kill()
+
+
+def test_restart_queues_pending_rows_without_a_task_and_removes_half_deleted_folders(tmp_path, sky):
+    import uuid as uuidlib
+
+    from appliance.jobs import now
+
+    settings = make_settings(tmp_path / "home")
+    with api_client(settings) as client:
+        file_uuid = upload_file(client, sky[0])
+    job_id = str(uuidlib.uuid4())
+    appliance = Appliance(settings)
+    with appliance.db.session() as session:  # committed, then the appliance died before queueing it
+        session.add(Job(id=job_id, user="anonymous", app="pybdsf", data_inputs=file_uuid, file_uuid=file_uuid,
+                        job_inputs={}, options=APPS.get("pybdsf").schema.validate({}), tag=None, state="PENDING",
+                        status="Job submitted and registered with success", submit_date=now(), cores=1,
+                        walltime=600.0, attempts=0, runner="local", pid=""))
+    user_jobs = settings.jobs_dir / "anonymous"
+    (user_jobs / f"job_{job_id}").mkdir(parents=True)
+    stray = [user_jobs / f".trash-{uuidlib.uuid4()}", user_jobs / f"job_{uuidlib.uuid4()}"]
+    for folder in stray:
+        folder.mkdir()
+        (folder / "catalog.fits").write_bytes(b"x")
+    with api_client(settings) as client:
+        assert not any(folder.exists() for folder in stray)
+        assert wait_for_job(client, job_id)["state"] == "SUCCESS"
