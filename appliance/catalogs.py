@@ -235,9 +235,17 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
 
         x, y, width, height, angle = pixel_ellipses(components, wcs)
         axes.add_collection(
-            EllipseCollection(width, height, angle, units="xy", offsets=np.column_stack([x, y]),
-                              offset_transform=axes.transData, facecolors="none", edgecolors="tab:red",
-                              linewidths=0.8)
+            EllipseCollection(
+                width,
+                height,
+                angle,
+                units="xy",
+                offsets=np.column_stack([x, y]),
+                offset_transform=axes.transData,
+                facecolors="none",
+                edgecolors="tab:red",
+                linewidths=0.8,
+            )
         )
     axes.set_xlabel("RA")
     axes.set_ylabel("Dec")

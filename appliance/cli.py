@@ -128,4 +128,3 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     return sock
-

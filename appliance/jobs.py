@@ -17,7 +17,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ _JOB_ID_LENGTH = 36
 
 
 def now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class CoreBudget:
@@ -208,18 +208,24 @@ class JobService:
         """An output of a job that has ended; NotReady while it has not."""
         job = self.get(user, job_id)
         if job.state not in TERMINAL_JOB_STATES or job.state == "ABORTED":
-            raise NotReady("job_not_completed",
-                           f"Job {job_id} not yet completed (state={job.state}), output not available", job_id=job_id)
+            raise NotReady(
+                "job_not_completed",
+                f"Job {job_id} not yet completed (state={job.state}), output not available",
+                job_id=job_id,
+            )
         path = self.folder(job) / name
         if not path.is_file():
-            raise NotFound("output_not_available",
-                           f"Job {job_id} ended {job.state} without {name}: {job.status} (see its log)")
+            raise NotFound(
+                "output_not_available", f"Job {job_id} ended {job.state} without {name}: {job.status} (see its log)"
+            )
         return job, path
 
     def files_of(self, user: str, job_id: str) -> tuple[Job, list[Path]]:
         job = self.get(user, job_id)
         folder = self.folder(job)
-        paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+        paths = (
+            sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")) if folder.is_dir() else []
+        )
         return job, paths
 
     # -- cancel and delete ----------------------------------------------------------------------------------
@@ -296,8 +302,14 @@ class JobService:
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.state == "PENDING")
-                .values(state="STARTED", status="preparing the input image", start_date=now(),
-                        attempts=Job.attempts + 1, end_date=None, exit_code=None)
+                .values(
+                    state="STARTED",
+                    status="preparing the input image",
+                    start_date=now(),
+                    attempts=Job.attempts + 1,
+                    end_date=None,
+                    exit_code=None,
+                )
             ).rowcount
         if claimed:
             job.attempts += 1
@@ -313,11 +325,17 @@ class JobService:
         try:
             record = self.files.get(job.user, job.data_inputs)
             summary = record.summary
-            notes = prepare_image(self.files.path(record), summary["hdu"], folder / INPUT_IMAGE, app.beam_override(job.options))
+            notes = prepare_image(
+                self.files.path(record), summary["hdu"], folder / INPUT_IMAGE, app.beam_override(job.options)
+            )
             for note in notes:
                 self._log(job, f"input: {note}")
             job_input = JobInput(
-                image=folder / INPUT_IMAGE, summary=summary, options=job.options, workdir=folder, log=job_log,
+                image=folder / INPUT_IMAGE,
+                summary=summary,
+                options=job.options,
+                workdir=folder,
+                log=job_log,
                 cores=job.cores,
             )
             steps = app.steps(job_input)
@@ -336,10 +354,13 @@ class JobService:
             self._running(job, handle, f"running {spec.name} (step {number} of {len(steps)})")
             code, reason = self._wait(handle, deadline, cancel)
             seconds = time.monotonic() - started
-            self._log(job, f"step {number} ended with exit code {code} after {seconds:.2f} s"
-                      + (f" ({reason})" if reason else ""))
-            self._record_step(job, {"name": spec.name, "argv": spec.argv, "exit_code": code,
-                                    "seconds": round(seconds, 3)})
+            self._log(
+                job,
+                f"step {number} ended with exit code {code} after {seconds:.2f} s" + (f" ({reason})" if reason else ""),
+            )
+            self._record_step(
+                job, {"name": spec.name, "argv": spec.argv, "exit_code": code, "seconds": round(seconds, 3)}
+            )
             if reason == "stopping":
                 self._interrupted(job, "the appliance was shut down while it ran")
                 return
@@ -366,8 +387,9 @@ class JobService:
             self._end(job, "FAILURE", f"the finder's outputs could not be read: {exc}", 0)
             return
         self._log(job, f"catalogs: {len(catalog.islands)} islands, {len(catalog.components)} components")
-        self._end(job, "SUCCESS", f"Job completed: {len(catalog.islands)} islands, "
-                  f"{len(catalog.components)} components", 0)
+        self._end(
+            job, "SUCCESS", f"Job completed: {len(catalog.islands)} islands, {len(catalog.components)} components", 0
+        )
 
     def _wait(self, handle: Handle, deadline: float, cancel: threading.Event) -> tuple[int | None, str | None]:
         """Poll until the step ends; on cancel, time-out or shutdown stop it first. Returns (exit code, reason)."""
@@ -404,7 +426,9 @@ class JobService:
     def _running(self, job: Job, handle: Handle, status: str) -> None:
         with self.db.session() as session:
             session.execute(
-                update(Job).where(Job.id == job.id).values(
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
                     state="RUNNING", status=status, handle={"runner": handle.runner, **handle.data}, pid=handle.label
                 )
             )
@@ -416,8 +440,12 @@ class JobService:
             return
         with self.db.session() as session:
             session.execute(
-                update(Job).where(Job.id == job.id).values(
-                    state="PENDING", handle=None, pid="",
+                update(Job)
+                .where(Job.id == job.id)
+                .values(
+                    state="PENDING",
+                    handle=None,
+                    pid="",
                     status=f"re-queued: {why} (attempt {job.attempts} of {MAX_ATTEMPTS} interrupted)",
                 )
             )
@@ -526,8 +554,9 @@ class JobService:
             known = {f"job_{job_id}" for job_id in session.scalars(select(Job.id)).all()}
         removed = 0
         for folder in self.settings.jobs_dir.glob("*/*"):
-            if folder.is_dir() and (folder.name.startswith(".trash-") or
-                                    (folder.name.startswith("job_") and folder.name not in known)):
+            if folder.is_dir() and (
+                folder.name.startswith(".trash-") or (folder.name.startswith("job_") and folder.name not in known)
+            ):
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         return removed

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from huey import SqliteHuey
 from huey.consumer import Consumer, Worker

@@ -15,7 +15,7 @@ import re
 import shutil
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -220,7 +220,7 @@ class FileStore:
             relpath=relpath,
             size_bytes=upload.size,
             sha256=upload.sha256,
-            created=datetime.now(timezone.utc),
+            created=datetime.now(UTC),
             tag=tag,
             summary=summary,
         )

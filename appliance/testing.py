@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import psutil
+from astropy.table import Table
 
 API_PREFIX = "/caesar/api/v1.0"
 
@@ -106,7 +107,7 @@ def make_sky(
     beam_arcsec: tuple[float, float, float] = (6.5, 5.5, 30.0),
     pixel_arcsec: float = 1.5,
     center_deg: tuple[float, float] = (150.0, -30.0),
-) -> "Table":
+) -> Table:
     """Write a synthetic radio image with known point sources and return the truth table.
 
     Beam-shaped point sources (peak SNR log-uniform in ``snr_range``, at least 4 beams apart and 12 px from the
@@ -116,7 +117,6 @@ def make_sky(
     """
     import numpy as np
     from astropy.io import fits
-    from astropy.table import Table
     from astropy.wcs import WCS
     from scipy.ndimage import gaussian_filter
 
@@ -141,7 +141,7 @@ def make_sky(
     # (90 deg + bpa) with the +x pixel axis
     theta = np.deg2rad(90.0 + bpa)
     half = int(np.ceil(6 * sig_major))  # the Gaussian is drawn within 6 sigma of its centre
-    for (x, y), peak in zip(positions, peaks):
+    for (x, y), peak in zip(positions, peaks, strict=True):
         x0, y0 = int(round(x)), int(round(y))
         ys, xs = slice(max(0, y0 - half), y0 + half + 1), slice(max(0, x0 - half), x0 + half + 1)
         yy, xx = np.mgrid[ys, xs]
@@ -165,7 +165,12 @@ def make_sky(
     sky = wcs.pixel_to_world(xs, ys)
     return Table(
         {
-            "x": xs, "y": ys, "ra": sky.ra.deg, "dec": sky.dec.deg,
-            "peak_flux": peaks, "int_flux": peaks, "snr": snr,
+            "x": xs,
+            "y": ys,
+            "ra": sky.ra.deg,
+            "dec": sky.dec.deg,
+            "peak_flux": peaks,
+            "int_flux": peaks,
+            "snr": snr,
         }
     )

@@ -73,16 +73,20 @@ def latency(http: httpx.Client, file_uuid: str, work: Path) -> None:
     spawns = []
     for _ in range(LATENCY_RUNS):
         start = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            argv, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         spawns.append(time.perf_counter() - start)
         child.kill()
         child.wait()
     p50, p90 = _percentile(samples, 50), _percentile(samples, 90)
     base = _percentile(spawns, 50)
-    print(f"submit -> RUNNING on an idle queue ({LATENCY_RUNS} jobs): p50 {p50 * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms;"
-          f" baseline, starting the same process directly: p50 {base * 1000:.1f} ms;"
-          f" target p50 < 100 ms: {'met' if p50 < 0.1 else 'MISSED'}", flush=True)
+    print(
+        f"submit -> RUNNING on an idle queue ({LATENCY_RUNS} jobs): p50 {p50 * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms;"
+        f" baseline, starting the same process directly: p50 {base * 1000:.1f} ms;"
+        f" target p50 < 100 ms: {'met' if p50 < 0.1 else 'MISSED'}",
+        flush=True,
+    )
 
 
 def overhead(http: httpx.Client, file_uuid: str, sky: Path, work: Path) -> None:
@@ -93,11 +97,33 @@ def overhead(http: httpx.Client, file_uuid: str, sky: Path, work: Path) -> None:
         folder.mkdir()
         (folder / sky.name).symlink_to(sky)
         start = time.perf_counter()
-        subprocess.run([bin_dir / "BANE", "--cores", "1", "--grid", "20", "20", "--box", "100", "100", sky.name],
-                       cwd=folder, check=True, capture_output=True)
-        subprocess.run([bin_dir / "aegean", "--autoload", "--cores", "1", "--island", "--seedclip", "5.0",
-                        "--floodclip", "2.6", "--maxsummits", "3", "--table", "aegean.fits,aegean.reg", sky.name],
-                       cwd=folder, check=True, capture_output=True)
+        subprocess.run(
+            [bin_dir / "BANE", "--cores", "1", "--grid", "20", "20", "--box", "100", "100", sky.name],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                bin_dir / "aegean",
+                "--autoload",
+                "--cores",
+                "1",
+                "--island",
+                "--seedclip",
+                "5.0",
+                "--floodclip",
+                "2.6",
+                "--maxsummits",
+                "3",
+                "--table",
+                "aegean.fits,aegean.reg",
+                sky.name,
+            ],
+            cwd=folder,
+            check=True,
+            capture_output=True,
+        )
         by_hand.append(time.perf_counter() - start)
 
         start = time.perf_counter()
@@ -111,11 +137,16 @@ def overhead(http: httpx.Client, file_uuid: str, sky: Path, work: Path) -> None:
     print(f"aegean on a 1024² sky with 300 sources, 1 core ({OVERHEAD_RUNS} runs each, median):")
     print(f"  by hand (BANE + aegean):             {hand:7.2f} s   runs {' '.join(f'{t:.2f}' for t in by_hand)}")
     print(f"  appliance (POST /job to SUCCESS):    {ours:7.2f} s   runs {' '.join(f'{t:.2f}' for t in appliance)}")
-    print(f"  overhead {ours - hand:+.2f} s ({ours / hand - 1:+.1%}); target <= 5 % + 1 s = {allowed:.2f} s: "
-          f"{'met' if ours <= allowed else 'MISSED'}")
-    print(f"  of which the appliance's own work (queue, input copy, catalogs, regions, picture, tarball), the "
-          f"total minus its finder processes: median {statistics.median(own):.2f} s, runs "
-          f"{' '.join(f'{t:.2f}' for t in own)}", flush=True)
+    print(
+        f"  overhead {ours - hand:+.2f} s ({ours / hand - 1:+.1%}); target <= 5 % + 1 s = {allowed:.2f} s: "
+        f"{'met' if ours <= allowed else 'MISSED'}"
+    )
+    print(
+        f"  of which the appliance's own work (queue, input copy, catalogs, regions, picture, tarball), the "
+        f"total minus its finder processes: median {statistics.median(own):.2f} s, runs "
+        f"{' '.join(f'{t:.2f}' for t in own)}",
+        flush=True,
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:

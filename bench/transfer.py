@@ -160,7 +160,9 @@ def report(results: dict[str, list[tuple[float, int]]], size: int) -> None:
         ("download (curl -o new file)", "download", {"vs cat": "cat-stored", "vs curl alone": "curl-alone-down"}, 0.8),
     ]
     columns = ("vs cat", "vs cat+fsync", "vs curl alone")
-    print(f"{'step':42} {'MB/s':>6}  {'runs (s)':29}" + "".join(f" {c:>13}" for c in columns) + f" {'RSS +MB':>8}  target")
+    print(
+        f"{'step':42} {'MB/s':>6}  {'runs (s)':29}" + "".join(f" {c:>13}" for c in columns) + f" {'RSS +MB':>8}  target"
+    )
     verdicts = []
     for label, key, baselines, target in rows:
         runs = " ".join(f"{t:5.2f}" for t, _ in results[key])

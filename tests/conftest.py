@@ -84,8 +84,17 @@ def write_image(
     h["BUNIT"] = "JY/BEAM"
     if wcs:
         h.update(
-            CTYPE1="RA---SIN", CTYPE2="DEC--SIN", CRVAL1=150.0, CRVAL2=-30.0, CRPIX1=nx / 2 + 1, CRPIX2=ny / 2 + 1,
-            CDELT1=-1.5 / 3600, CDELT2=1.5 / 3600, CUNIT1="deg", CUNIT2="deg", RADESYS="ICRS",
+            CTYPE1="RA---SIN",
+            CTYPE2="DEC--SIN",
+            CRVAL1=150.0,
+            CRVAL2=-30.0,
+            CRPIX1=nx / 2 + 1,
+            CRPIX2=ny / 2 + 1,
+            CDELT1=-1.5 / 3600,
+            CDELT2=1.5 / 3600,
+            CUNIT1="deg",
+            CUNIT2="deg",
+            RADESYS="ICRS",
         )
     if beam:
         h.update(BMAJ=6.5 / 3600, BMIN=5.0 / 3600, BPA=30.0)

@@ -23,7 +23,12 @@ SCHEMA = OptionSchema(
 
 def test_validate_fills_defaults_and_keeps_given_values():
     assert SCHEMA.validate({"must": 1, "npix": 7, "seedthr": 4, "save-map": True, "estimator": "mean"}) == {
-        "save-map": True, "npix": 7, "seedthr": 4.0, "estimator": "mean", "name": "", "must": 1,
+        "save-map": True,
+        "npix": 7,
+        "seedthr": 4.0,
+        "estimator": "mean",
+        "name": "",
+        "must": 1,
     }
     assert SCHEMA.validate({"must": 2.0})["must"] == 2  # an integral JSON number is an integer
 
@@ -64,9 +69,16 @@ def test_all_problems_are_reported_together_and_mandatory_is_checked():
 def test_describe_has_caesar_rest_fields():
     described = SCHEMA.describe()
     assert list(described) == ["save-map", "npix", "seedthr", "estimator", "name", "must"]
-    assert described["save-map"] == {"mandatory": False, "type": "none", "description": "keep the map",
-                                     "advanced": 0, "category": "OUTPUT", "subcategory": "", "enum": False,
-                                     "default": False}
+    assert described["save-map"] == {
+        "mandatory": False,
+        "type": "none",
+        "description": "keep the map",
+        "advanced": 0,
+        "category": "OUTPUT",
+        "subcategory": "",
+        "enum": False,
+        "default": False,
+    }
     assert described["npix"]["type"] == "int" and described["npix"]["min"] == 1 and described["npix"]["max"] == 100
     assert described["estimator"]["enum"] is True and described["estimator"]["allowed_values"] == ["mean", "median"]
     assert described["name"]["advanced"] == 1 and described["must"]["mandatory"] is True
@@ -82,8 +94,17 @@ def test_apps_and_describe_routes(client):
         for option in described.values():
             assert {"mandatory", "type", "description", "advanced", "category", "subcategory", "enum"} <= set(option)
     aegean = client.get(f"{API}/app/aegean/describe").json()
-    for name in ("save-bkgmap", "save-rmsmap", "bkgbox", "bkggrid", "seedthr", "mergethr", "fit-maxcomponents",
-                 "no-logredir", "ncores"):
+    for name in (
+        "save-bkgmap",
+        "save-rmsmap",
+        "bkgbox",
+        "bkggrid",
+        "seedthr",
+        "mergethr",
+        "fit-maxcomponents",
+        "no-logredir",
+        "ncores",
+    ):
         assert name in aegean, name
     assert aegean["bkgbox"]["default"] == 100 and aegean["mergethr"]["default"] == 2.6
     assert client.get(f"{API}/app/nope/describe").status_code == 404
@@ -135,7 +156,8 @@ def test_images_a_finder_cannot_use_are_refused_at_submission(client, tmp_path):
     reply = client.post(f"{API}/job", json={"app": "pybdsf", "data_inputs": no_beam})
     assert reply.status_code == 422 and reply.json()["error"] == "no_beam"
     assert "beam-bmaj" in reply.json()["status"]
-    reply = client.post(f"{API}/job", json={"app": "pybdsf", "data_inputs": no_beam,
-                                             "job_inputs": {"beam-bmaj": 6.5, "beam-bmin": 5.0}})
+    reply = client.post(
+        f"{API}/job", json={"app": "pybdsf", "data_inputs": no_beam, "job_inputs": {"beam-bmaj": 6.5, "beam-bmin": 5.0}}
+    )
     assert reply.status_code == 202
     client.post(f"{API}/job/{reply.json()['job_id']}/cancel")

@@ -30,8 +30,17 @@ def sky_wcs(east_left: bool = True) -> WCS:
 
 
 def components(**values):
-    base = {"component_id": [1], "island_id": [1], "ra": [150.0], "dec": [-30.0], "major": [9.0], "minor": [3.0],
-            "pa": [30.0], "peak_flux": [1e-3], "int_flux": [2e-3]}
+    base = {
+        "component_id": [1],
+        "island_id": [1],
+        "ra": [150.0],
+        "dec": [-30.0],
+        "major": [9.0],
+        "minor": [3.0],
+        "pa": [30.0],
+        "peak_flux": [1e-3],
+        "int_flux": [2e-3],
+    }
     return normalized_table("components", "test", {**base, **values}, sky_wcs())
 
 
@@ -52,8 +61,12 @@ def test_json_has_no_nan_and_round_trips(tmp_path):
     write_table(table, tmp_path / "c.json", "json")
     document = json.loads((tmp_path / "c.json").read_text())
     assert document["sources"][0]["ra_err"] is None and document["sources"][0]["pa"] == 30.0
-    assert {"name": "ra", "unit": "deg", "ucd": "pos.eq.ra;meta.main", "description": "right ascension (ICRS)"} \
-        in document["columns"]
+    assert {
+        "name": "ra",
+        "unit": "deg",
+        "ucd": "pos.eq.ra;meta.main",
+        "description": "right ascension (ICRS)",
+    } in document["columns"]
     write_table(table, tmp_path / "c.vot", "votable")
     assert Table.read(tmp_path / "c.vot")["int_flux"].unit == u.Jy
 

@@ -13,7 +13,6 @@ import urllib.request
 from pathlib import Path
 
 import httpx
-import pytest
 
 from appliance.lock import HomeLock
 from appliance.testing import ServerProcess
@@ -38,7 +37,7 @@ def round_trip(server: ServerProcess, images: list[Path]) -> None:
             uuids.append(reply.json()["uuid"])
         listed = http.get("/fileids", params={"tag": "e2e"}).json()
         assert sorted(f["fileid"] for f in listed) == sorted(uuids)
-        for file_uuid, path in zip(uuids, images):
+        for file_uuid, path in zip(uuids, images, strict=True):
             download = http.get(f"/download/{file_uuid}")
             assert download.status_code == 200 and download.content == path.read_bytes()
             assert path.name in download.headers["content-disposition"]
@@ -151,8 +150,9 @@ def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow
     with ServerProcess(home) as first:
         with httpx.Client(base_url=first.api, timeout=60) as http:
             file_uuid = http.post("/upload", files={"file": ("slow.fits", slow_sky.read_bytes())}).json()["uuid"]
-            job_id = http.post("/job", json={"app": "aegean", "job_inputs": LONG_JOB,
-                                             "data_inputs": file_uuid}).json()["job_id"]
+            job_id = http.post("/job", json={"app": "aegean", "job_inputs": LONG_JOB, "data_inputs": file_uuid}).json()[
+                "job_id"
+            ]
             deadline = time.monotonic() + 60
             while (status := http.get(f"/job/{job_id}/status").json())["state"] != "RUNNING" or not status["pid"]:
                 assert time.monotonic() < deadline

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import uuid as uuidlib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -45,8 +45,12 @@ def test_upload_registers_a_validated_fits_and_reports_its_header(client, image)
     assert datetime.fromisoformat(body["date"]).tzinfo is not None
     meta = body["metadata"]
     assert meta["shape"] == [64, 64] and meta["bunit"] == "JY/BEAM" and meta["celestial_wcs"] is True
-    assert meta["beam"] == {"bmaj_arcsec": pytest.approx(6.5), "bmin_arcsec": pytest.approx(5.0), "bpa_deg": 30.0,
-                            "source": "header"}
+    assert meta["beam"] == {
+        "bmaj_arcsec": pytest.approx(6.5),
+        "bmin_arcsec": pytest.approx(5.0),
+        "bpa_deg": 30.0,
+        "source": "header",
+    }
     stored = client.appliance.settings.data_dir / "anonymous" / f"{body['uuid']}.fits"
     assert stored.read_bytes() == image.read_bytes()
 
@@ -74,7 +78,7 @@ def test_fileids_lists_newest_first_with_paging_and_tag_filter(client, image):
 
     page = client.get(f"{API}/fileids", params={"limit": 2, "offset": 2})
     assert [f["fileid"] for f in page.json()] == uuids[::-1][2:4]
-    assert 'offset=4' in page.headers["link"] and 'rel="next"' in page.headers["link"]
+    assert "offset=4" in page.headers["link"] and 'rel="next"' in page.headers["link"]
     assert "link" not in client.get(f"{API}/fileids", params={"limit": 2, "offset": 4}).headers
 
     tagged = client.get(f"{API}/fileids", params={"tag": "a"})
@@ -97,8 +101,14 @@ def test_download_streams_the_original_bytes_under_the_original_name(client, ima
 
 @pytest.mark.parametrize(
     ("header", "status", "start", "end"),
-    [("bytes=0-99", 206, 0, 99), ("bytes=100-", 206, 100, None), ("bytes=-50", 206, -50, None),
-     ("bytes=10-5", 200, 0, None), ("bytes=0-1,5-9", 200, 0, None), ("items=0-5", 200, 0, None)],
+    [
+        ("bytes=0-99", 206, 0, 99),
+        ("bytes=100-", 206, 100, None),
+        ("bytes=-50", 206, -50, None),
+        ("bytes=10-5", 200, 0, None),
+        ("bytes=0-1,5-9", 200, 0, None),
+        ("items=0-5", 200, 0, None),
+    ],
 )
 def test_download_byte_ranges(client, image, header, status, start, end):
     content = image.read_bytes()
@@ -138,9 +148,24 @@ def test_delete_is_refused_while_a_live_job_uses_the_file(client, image):
     file_uuid = upload(client, image).json()["uuid"]
     with client.appliance.db.session() as session:
         for state in ("SUCCESS", "RUNNING"):
-            session.add(Job(id=str(uuidlib.uuid4()), user="anonymous", app="aegean", file_uuid=file_uuid,
-                            data_inputs=file_uuid, job_inputs={}, options={}, tag=None, state=state, status="",
-                            submit_date=datetime.now(timezone.utc), cores=1, walltime=60.0, runner="local"))
+            session.add(
+                Job(
+                    id=str(uuidlib.uuid4()),
+                    user="anonymous",
+                    app="aegean",
+                    file_uuid=file_uuid,
+                    data_inputs=file_uuid,
+                    job_inputs={},
+                    options={},
+                    tag=None,
+                    state=state,
+                    status="",
+                    submit_date=datetime.now(UTC),
+                    cores=1,
+                    walltime=60.0,
+                    runner="local",
+                )
+            )
     reply = client.post(f"{API}/delete/{file_uuid}")
     assert reply.status_code == 409 and reply.json()["error"] == "file_in_use"
     assert "pending or running job" in reply.json()["status"]
@@ -180,8 +205,13 @@ def _wrong_extension(tmp_path):
 
 @pytest.mark.parametrize(
     ("make", "status", "code"),
-    [(_png, 415, "not_fits"), (_truncated, 422, "truncated_fits"), (_cube, 422, "not_2d_image"),
-     (_empty, 400, "empty_file"), (_wrong_extension, 415, "unsupported_extension")],
+    [
+        (_png, 415, "not_fits"),
+        (_truncated, 422, "truncated_fits"),
+        (_cube, 422, "not_2d_image"),
+        (_empty, 400, "empty_file"),
+        (_wrong_extension, 415, "unsupported_extension"),
+    ],
 )
 def test_bad_files_get_a_clear_error_and_leave_nothing_behind(client, tmp_path, make, status, code):
     path = make(tmp_path)
@@ -197,13 +227,28 @@ def test_bad_files_get_a_clear_error_and_leave_nothing_behind(client, tmp_path, 
         ({"files": {"tag": (None, "x")}}, 400, "missing_file"),
         ({"data": {"tag": "x"}}, 415, "unsupported_media_type"),
         ({"files": {"image": ("a.fits", b"SIMPLE  =")}}, 400, "invalid_upload"),
-        ({"content": b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\"\r\n\r\nSIMPLE  =\r\n"
-                     b"--xyz--\r\n", "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400,
-         "missing_filename"),
-        ({"content": b"SIMPLE  =", "headers": {"content-type": "application/octet-stream"}}, 415,
-         "unsupported_media_type"),
-        ({"content": b"--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.fits\"\r\n\r\nSIMPLE",
-          "headers": {"content-type": "multipart/form-data; boundary=xyz"}}, 400, "invalid_multipart"),
+        (
+            {
+                "content": b'--xyz\r\nContent-Disposition: form-data; name="file"; filename=""\r\n\r\nSIMPLE  =\r\n'
+                b"--xyz--\r\n",
+                "headers": {"content-type": "multipart/form-data; boundary=xyz"},
+            },
+            400,
+            "missing_filename",
+        ),
+        (
+            {"content": b"SIMPLE  =", "headers": {"content-type": "application/octet-stream"}},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            {
+                "content": b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.fits"\r\n\r\nSIMPLE',
+                "headers": {"content-type": "multipart/form-data; boundary=xyz"},
+            },
+            400,
+            "invalid_multipart",
+        ),
     ],
 )
 def test_malformed_upload_requests(client, kwargs, status, code):
@@ -277,6 +322,13 @@ def test_openapi_docs_are_served_from_vendored_files(client):
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css", "swagger-ui-standalone-preset.js", "favicon-32x32.png"):
         assert client.get(f"/static/vendor/swagger-ui/{asset}").status_code == 200
     spec = client.get("/docs/openapi.json").json()
-    for path in ("/upload", "/upload/{filename}", "/fileids", "/file/{file_uuid}", "/download/{file_uuid}",
-                 "/delete/{file_uuid}", "/health"):
+    for path in (
+        "/upload",
+        "/upload/{filename}",
+        "/fileids",
+        "/file/{file_uuid}",
+        "/download/{file_uuid}",
+        "/delete/{file_uuid}",
+        "/health",
+    ):
         assert API + path in spec["paths"], path

@@ -24,8 +24,9 @@ BEAM_ARCSEC = 6.5
 
 def run_job(client, image, app, job_inputs=None, tag=None):
     file_uuid = upload_file(client, image)
-    reply = client.post(f"{API}/job", json={"app": app, "job_inputs": job_inputs or {}, "data_inputs": file_uuid,
-                                             "tag": tag})
+    reply = client.post(
+        f"{API}/job", json={"app": app, "job_inputs": job_inputs or {}, "data_inputs": file_uuid, "tag": tag}
+    )
     assert reply.status_code == 202, reply.text
     job_id = reply.json()["job_id"]
     status = wait_for_job(client, job_id)
@@ -59,8 +60,11 @@ def test_synthetic_sky_against_truth(client, sky, app):
     job_id, status = run_job(client, image, app, {"ncores": 2})
     found = components(client, job_id)
     figures = score(found, truth)
-    print(f"\n{app} on the 256² synthetic sky (20 sources, SNR 8-200): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in figures.items()) + f", {status['elapsed_time']:.1f} s")
+    print(
+        f"\n{app} on the 256² synthetic sky (20 sources, SNR 8-200): "
+        + ", ".join(f"{k} {v:.3f}" for k, v in figures.items())
+        + f", {status['elapsed_time']:.1f} s"
+    )
     assert figures["completeness"] == 1.0
     assert figures["reliability"] == 1.0
     assert 0.95 < figures["flux_ratio"] < 1.08
@@ -70,7 +74,7 @@ def test_synthetic_sky_against_truth(client, sky, app):
         assert found[column].unit == u.Unit(unit)
     assert (found["major"] >= found["minor"]).all() and np.all(np.abs(found["major"] - 6.5) < 1.5)
     # pixel positions are 0-based and agree with the truth
-    nearest = [np.argmin(np.hypot(found["x"] - x, found["y"] - y)) for x, y in zip(truth["x"], truth["y"])]
+    nearest = [np.argmin(np.hypot(found["x"] - x, found["y"] - y)) for x, y in zip(truth["x"], truth["y"], strict=True)]
     assert np.median(np.hypot(found["x"][nearest] - truth["x"], found["y"][nearest] - truth["y"])) < 0.3
 
 
@@ -132,15 +136,44 @@ def test_aegean_catalog_equals_aegean_run_by_hand(client, sky, tmp_path):
     by_hand = tmp_path / "sky.fits"
     by_hand.write_bytes(image.read_bytes())
     scripts = {name: str(Path_of(name)) for name in ("BANE", "aegean")}
-    subprocess.run([scripts["BANE"], "--cores", "1", "--grid", "12", "12", "--box", "60", "60", "sky.fits"],
-                   cwd=tmp_path, check=True, capture_output=True)
-    subprocess.run([scripts["aegean"], "--autoload", "--cores", "1", "--island", "--seedclip", "6.0", "--floodclip",
-                    "3.0", "--maxsummits", "2", "--table", "hand.fits", "sky.fits"],
-                   cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(
+        [scripts["BANE"], "--cores", "1", "--grid", "12", "12", "--box", "60", "60", "sky.fits"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            scripts["aegean"],
+            "--autoload",
+            "--cores",
+            "1",
+            "--island",
+            "--seedclip",
+            "6.0",
+            "--floodclip",
+            "3.0",
+            "--maxsummits",
+            "2",
+            "--table",
+            "hand.fits",
+            "sky.fits",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
     hand = Table.read(tmp_path / "hand_comp.fits")
     assert len(appliance) == len(hand) > 0
-    for ours, theirs in (("ra", "ra"), ("dec", "dec"), ("peak_flux", "peak_flux"), ("int_flux", "int_flux"),
-                         ("major", "a"), ("pa", "pa"), ("local_rms", "local_rms")):
+    for ours, theirs in (
+        ("ra", "ra"),
+        ("dec", "dec"),
+        ("peak_flux", "peak_flux"),
+        ("int_flux", "int_flux"),
+        ("major", "a"),
+        ("pa", "pa"),
+        ("local_rms", "local_rms"),
+    ):
         np.testing.assert_allclose(appliance[ours], hand[theirs], rtol=1e-6, err_msg=ours)
 
 
@@ -158,8 +191,14 @@ def test_pybdsf_catalog_equals_pybdsf_run_by_hand(client, sky, tmp_path):
     subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True)
     hand = Table.read(tmp_path / "hand.fits")
     assert len(appliance) == len(hand) > 0
-    for ours, theirs, scale in (("ra", "RA", 1), ("dec", "DEC", 1), ("peak_flux", "Peak_flux", 1),
-                                ("int_flux", "Total_flux", 1), ("major", "Maj", 3600), ("pa", "PA", 1)):
+    for ours, theirs, scale in (
+        ("ra", "RA", 1),
+        ("dec", "DEC", 1),
+        ("peak_flux", "Peak_flux", 1),
+        ("int_flux", "Total_flux", 1),
+        ("major", "Maj", 3600),
+        ("pa", "PA", 1),
+    ):
         np.testing.assert_allclose(appliance[ours], np.asarray(hand[theirs]) * scale, rtol=1e-6, err_msg=ours)
 
 

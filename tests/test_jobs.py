@@ -12,7 +12,6 @@ from datetime import datetime
 
 import numpy as np
 import psutil
-import pytest
 from astropy.io import fits
 from sqlalchemy import update
 
@@ -25,8 +24,9 @@ from tests.conftest import API, LONG_JOB, api_client, group_members, make_settin
 
 
 def submit(client, file_uuid, app="aegean", job_inputs=None, **extra):
-    reply = client.post(f"{API}/job", json={"app": app, "job_inputs": job_inputs or {}, "data_inputs": file_uuid,
-                                             **extra})
+    reply = client.post(
+        f"{API}/job", json={"app": app, "job_inputs": job_inputs or {}, "data_inputs": file_uuid, **extra}
+    )
     assert reply.status_code == 202, reply.text
     return reply.json()["job_id"]
 
@@ -118,8 +118,19 @@ def test_pending_jobs_wait_for_cores_report_202_and_cancel_at_once(tmp_path, slo
         assert len(page.json()) == 2 and 'rel="next"' in page.headers["link"]
         assert client.get(f"{API}/jobs", params={"app": "pybdsf"}).json() == []
         doc = listed.json()[0]
-        assert {"job_id", "submit_date", "app", "job_inputs", "data_inputs", "tag", "state", "status", "pid",
-                "exit_code", "elapsed_time"} <= set(doc) and "job_top_dir" not in doc
+        assert {
+            "job_id",
+            "submit_date",
+            "app",
+            "job_inputs",
+            "data_inputs",
+            "tag",
+            "state",
+            "status",
+            "pid",
+            "exit_code",
+            "elapsed_time",
+        } <= set(doc) and "job_top_dir" not in doc
 
         assert client.post(f"{API}/job/{waiting[0]}/cancel").json()["state"] == "CANCELED"
         assert "job.json" in tarball_names(client, waiting[0])
@@ -179,9 +190,17 @@ def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
     with appliance.db.session() as session:
         for job_id, attempts in ((once, 1), (twice, 2)):  # as the killed appliance left them
             handle = handles[job_id]
-            session.execute(update(Job).where(Job.id == job_id).values(
-                state="RUNNING", attempts=attempts, handle={"runner": "local", **handle.data}, pid=handle.label,
-                end_date=None))
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    state="RUNNING",
+                    attempts=attempts,
+                    handle={"runner": "local", **handle.data},
+                    pid=handle.label,
+                    end_date=None,
+                )
+            )
     with api_client(settings) as client:
         for handle in handles.values():
             assert group_members(handle.data["pid"]) == []
@@ -219,10 +238,26 @@ def test_restart_queues_pending_rows_without_a_task_and_removes_half_deleted_fol
     job_id = str(uuidlib.uuid4())
     appliance = Appliance(settings)
     with appliance.db.session() as session:  # committed, then the appliance died before queueing it
-        session.add(Job(id=job_id, user="anonymous", app="pybdsf", data_inputs=file_uuid, file_uuid=file_uuid,
-                        job_inputs={}, options=APPS.get("pybdsf").schema.validate({}), tag=None, state="PENDING",
-                        status="Job submitted and registered with success", submit_date=now(), cores=1,
-                        walltime=600.0, attempts=0, runner="local", pid=""))
+        session.add(
+            Job(
+                id=job_id,
+                user="anonymous",
+                app="pybdsf",
+                data_inputs=file_uuid,
+                file_uuid=file_uuid,
+                job_inputs={},
+                options=APPS.get("pybdsf").schema.validate({}),
+                tag=None,
+                state="PENDING",
+                status="Job submitted and registered with success",
+                submit_date=now(),
+                cores=1,
+                walltime=600.0,
+                attempts=0,
+                runner="local",
+                pid="",
+            )
+        )
     user_jobs = settings.jobs_dir / "anonymous"
     (user_jobs / f"job_{job_id}").mkdir(parents=True)
     stray = [user_jobs / f".trash-{uuidlib.uuid4()}", user_jobs / f"job_{uuidlib.uuid4()}"]

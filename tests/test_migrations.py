@@ -42,12 +42,18 @@ def test_upgrade_from_0001_keeps_jobs_and_lets_files_outlive_them(tmp_path):
         config = _alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "0001")
-        connection.execute(text(
-            "INSERT INTO files VALUES ('f1', 'anonymous', 'a.fits', 'fits', 'anonymous/f1.fits', 10, 'x', "
-            "'2026-01-01 00:00:00', NULL, '{}')"))
-        connection.execute(text(
-            "INSERT INTO jobs VALUES ('j1', 'anonymous', 'aegean', 'f1', '{}', NULL, 'SUCCESS', 'done', "
-            "'2026-01-01 00:00:00')"))
+        connection.execute(
+            text(
+                "INSERT INTO files VALUES ('f1', 'anonymous', 'a.fits', 'fits', 'anonymous/f1.fits', 10, 'x', "
+                "'2026-01-01 00:00:00', NULL, '{}')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO jobs VALUES ('j1', 'anonymous', 'aegean', 'f1', '{}', NULL, 'SUCCESS', 'done', "
+                "'2026-01-01 00:00:00')"
+            )
+        )
     db.migrate()
     with db.engine.begin() as connection:
         row = connection.execute(text("SELECT data_inputs, options, cores, runner FROM jobs")).one()

@@ -14,11 +14,11 @@ from litestar.static_files import create_static_files_router
 
 from appliance import __version__
 from appliance.core import Appliance
-from web.errors import EXCEPTION_HANDLERS
 from web.apps import AppsController
+from web.errors import EXCEPTION_HANDLERS
 from web.files import FilesController
-from web.jobs import JobsController
 from web.hosts import HostCheck, allowed_host_names
+from web.jobs import JobsController
 from web.system import health
 
 STATIC = Path(__file__).with_name("static")

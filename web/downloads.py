@@ -19,7 +19,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def content_disposition(filename: str) -> str:
     """attachment with an ASCII fallback name and the exact UTF-8 name (RFC 6266)."""
-    fallback = re.sub(r'[^A-Za-z0-9._ -]', "_", filename) or "download"
+    fallback = re.sub(r"[^A-Za-z0-9._ -]", "_", filename) or "download"
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 

@@ -61,7 +61,9 @@ class FilesController(Controller):
     tags = ["files"]
 
     @post("/upload", request_max_body_size=None, status_code=200, summary="Upload a FITS image (multipart)")
-    async def upload(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]) -> dict[str, Any]:
+    async def upload(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]
+    ) -> dict[str, Any]:
         """multipart/form-data with the image in the field ``file`` and an optional ``tag`` field.
 
         Accepts .fits, .fit, .fts and their .gz forms. The file is validated with astropy before it is
@@ -78,7 +80,12 @@ class FilesController(Controller):
         summary="Upload a FITS image as the raw request body",
     )
     async def upload_raw(
-        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], filename: FromPath[str], tag: FromQuery[str | None] = None
+        self,
+        request: Request,
+        appliance: NamedDependency[Appliance],
+        user: NamedDependency[str],
+        filename: FromPath[str],
+        tag: FromQuery[str | None] = None,
     ) -> dict[str, Any]:
         """The request body is the file itself, named by the path (``curl -T image.fits .../upload/``).
         Same checks and reply as POST /upload; best for very large files."""
@@ -106,12 +113,20 @@ class FilesController(Controller):
         return Response([file_document(r) for r in records], headers=headers)
 
     @get("/file/{file_uuid:str}", summary="One file and its FITS header summary")
-    async def get_file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> dict[str, Any]:
+    async def get_file(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]
+    ) -> dict[str, Any]:
         record = await anyio.to_thread.run_sync(appliance.files.get, user, file_uuid)
         return file_document(record)
 
     @route("/download/{file_uuid:str}", http_method=["GET", "POST"], summary="Download a file")
-    async def download(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> Stream | Response:
+    async def download(
+        self,
+        request: Request,
+        appliance: NamedDependency[Appliance],
+        user: NamedDependency[str],
+        file_uuid: FromPath[str],
+    ) -> Stream | Response:
         """Streams the file under its original name; honours a single ``Range`` (and ``If-Range``)."""
         record, path = await anyio.to_thread.run_sync(appliance.files.open_path, user, file_uuid)
         return stream_file(
@@ -134,7 +149,9 @@ class FilesController(Controller):
         return Redirect(f"{API}/download/{uuid}")
 
     @route("/delete/{file_uuid:str}", http_method=["GET", "POST"], status_code=200, summary="Delete a file")
-    async def delete(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]) -> dict[str, str]:
+    async def delete(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]
+    ) -> dict[str, str]:
         """Refused with 409 while a pending or running job uses the file."""
         await anyio.to_thread.run_sync(appliance.files.delete, user, file_uuid)
         return {"status": "File deleted and removed from DB"}

@@ -71,14 +71,20 @@ class JobsController(Controller):
             except ValueError as exc:
                 raise InvalidRequest("invalid_json", f"the body is not JSON: {exc}") from None
             if not isinstance(body, dict):
-                raise InvalidRequest("invalid_json", 'the body must be a JSON object: {"app": ..., "job_inputs": ...,'
-                                     ' "data_inputs": ...}')
+                raise InvalidRequest(
+                    "invalid_json",
+                    'the body must be a JSON object: {"app": ..., "job_inputs": ..., "data_inputs": ...}',
+                )
             unknown = set(body) - {"app", "job_inputs", "data_inputs", "tag", "walltime"}
             if unknown:
                 raise InvalidRequest("invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
             job = await anyio.to_thread.run_sync(
                 lambda: appliance.jobs.submit(
-                    user, body.get("app"), body.get("job_inputs"), body.get("data_inputs"), body.get("tag"),
+                    user,
+                    body.get("app"),
+                    body.get("job_inputs"),
+                    body.get("data_inputs"),
+                    body.get("tag"),
                     body.get("walltime"),
                 )
             )
@@ -86,8 +92,14 @@ class JobsController(Controller):
             return error_response(request, exc, state="ABORTED")
         document = job_document(job)
         return Response(
-            {**{k: document[k] for k in ("job_id", "submit_date", "app", "job_inputs", "data_inputs", "tag",
-                                         "state", "status")}, "options": job.options, "cores": job.cores},
+            {
+                **{
+                    k: document[k]
+                    for k in ("job_id", "submit_date", "app", "job_inputs", "data_inputs", "tag", "state", "status")
+                },
+                "options": job.options,
+                "cores": job.cores,
+            },
             status_code=202,
         )
 
@@ -110,24 +122,29 @@ class JobsController(Controller):
         headers = {"X-Total-Count": str(total)}
         if offset + len(jobs) < total:
             query = {k: v for k, v in (("state", job_state), ("app", app), ("tag", tag)) if v is not None}
-            headers["Link"] = f'<{API}/jobs?{urlencode({**query, "limit": limit, "offset": offset + limit})}>; rel="next"'
+            headers["Link"] = (
+                f'<{API}/jobs?{urlencode({**query, "limit": limit, "offset": offset + limit})}>; rel="next"'
+            )
         return Response([job_document(job) for job in jobs], headers=headers)
 
     @get("/job/{job_id:str}/status", summary="A job's state")
-    async def status(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                     job_id: FromPath[str]) -> dict[str, Any]:
+    async def status(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> dict[str, Any]:
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         return status_document(job_document(job))
 
     @get("/job/{job_id:str}", summary="A job, with its options and dates")
-    async def get_job(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                      job_id: FromPath[str]) -> dict[str, Any]:
+    async def get_job(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> dict[str, Any]:
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         return job_document(job)
 
     @route("/job/{job_id:str}/cancel", http_method=["GET", "POST"], status_code=200, summary="Cancel a job")
-    async def cancel(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                     job_id: FromPath[str]) -> dict[str, Any]:
+    async def cancel(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> dict[str, Any]:
         """A pending job is cancelled at once; a running one is stopped (SIGTERM to its processes, SIGKILL after the
         grace period) and the reply comes when it has ended."""
         message = await anyio.to_thread.run_sync(appliance.jobs.cancel, user, job_id)
@@ -135,53 +152,62 @@ class JobsController(Controller):
         return {"job_id": job_id, "status": message, "state": job.state}
 
     @delete("/job/{job_id:str}", status_code=200, summary="Delete a job that has ended, with all its files")
-    async def delete_job(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                         job_id: FromPath[str]) -> dict[str, str]:
+    async def delete_job(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> dict[str, str]:
         await anyio.to_thread.run_sync(appliance.jobs.delete, user, job_id)
         return {"status": f"Job {job_id} deleted with its files"}
 
-    async def _product(self, request: Request, appliance: Appliance, user: str, job_id: str, name: str,
-                       filename: str | None = None) -> Stream | Response:
+    async def _product(
+        self, request: Request, appliance: Appliance, user: str, job_id: str, name: str, filename: str | None = None
+    ) -> Stream | Response:
         job, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, name)
         return send(request, path, filename or f"{job.app}_{job.id[:8]}_{name}")
 
     @get("/job/{job_id:str}/output", summary="The whole job folder as tar.gz")
-    async def output(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                     job_id: FromPath[str]) -> Stream | Response:
+    async def output(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Stream | Response:
         """For every ended job: succeeded, failed, timed out or cancelled. 202 while it has not ended."""
         return await self._product(request, appliance, user, job_id, f"job_{job_id}.tar.gz", f"job_{job_id}.tar.gz")
 
     @get("/job/{job_id:str}/sources", summary="The island catalog as JSON")
-    async def sources(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                      job_id: FromPath[str]) -> Response:
+    async def sources(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Response:
         _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, "catalog_islands.json")
         return Response(path.read_bytes(), media_type="application/json")
 
     @get("/job/{job_id:str}/source-components", summary="The component catalog as JSON")
-    async def source_components(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                                job_id: FromPath[str]) -> Response:
+    async def source_components(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Response:
         _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, "catalog_components.json")
         return Response(path.read_bytes(), media_type="application/json")
 
     @get("/job/{job_id:str}/output-sources", summary="The island catalog as an ASCII table file")
-    async def output_sources(self, request: Request, appliance: NamedDependency[Appliance],
-                             user: NamedDependency[str], job_id: FromPath[str]) -> Stream | Response:
+    async def output_sources(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Stream | Response:
         return await self._product(request, appliance, user, job_id, "catalog_islands.dat")
 
     @get("/job/{job_id:str}/output-components", summary="The component catalog as an ASCII table file")
-    async def output_components(self, request: Request, appliance: NamedDependency[Appliance],
-                                user: NamedDependency[str], job_id: FromPath[str]) -> Stream | Response:
+    async def output_components(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Stream | Response:
         return await self._product(request, appliance, user, job_id, "catalog_components.dat")
 
     @get("/job/{job_id:str}/preview", summary="The overlay picture, base64 in JSON")
-    async def preview(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                      job_id: FromPath[str]) -> dict[str, str]:
+    async def preview(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> dict[str, str]:
         _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, "overlay.png")
         return {"status": "", "image": base64.b64encode(path.read_bytes()).decode()}
 
     @get("/job/{job_id:str}/output-plot", summary="The overlay picture (PNG)")
-    async def output_plot(self, request: Request, appliance: NamedDependency[Appliance],
-                          user: NamedDependency[str], job_id: FromPath[str]) -> Stream | Response:
+    async def output_plot(
+        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> Stream | Response:
         return await self._product(request, appliance, user, job_id, "overlay.png")
 
     @get("/job/{job_id:str}/catalog", summary="A catalog in a chosen format")
@@ -196,8 +222,9 @@ class JobsController(Controller):
     ) -> Stream | Response:
         """``kind``: islands or components; ``format``: votable, fits, csv, json or ascii."""
         if kind not in KINDS or format not in TABLE_FORMATS:
-            raise InvalidRequest("invalid_request", f"kind is one of {', '.join(KINDS)}; format one of "
-                                 f"{', '.join(TABLE_FORMATS)}")
+            raise InvalidRequest(
+                "invalid_request", f"kind is one of {', '.join(KINDS)}; format one of {', '.join(TABLE_FORMATS)}"
+            )
         return await self._product(request, appliance, user, job_id, f"catalog_{kind}.{TABLE_FORMATS[format]}")
 
     @get("/job/{job_id:str}/regions", summary="Region file of the components")
@@ -216,14 +243,21 @@ class JobsController(Controller):
         return await self._product(request, appliance, user, job_id, f"regions.{REGION_FORMATS[format]}")
 
     @get("/job/{job_id:str}/files", summary="The files in the job's folder")
-    async def files(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                    job_id: FromPath[str]) -> list[dict[str, Any]]:
+    async def files(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> list[dict[str, Any]]:
         _, paths = await anyio.to_thread.run_sync(appliance.jobs.files_of, user, job_id)
         return [{"name": p.name, "size_bytes": p.stat().st_size} for p in paths]
 
     @get("/job/{job_id:str}/files/{name:str}", summary="One file of the job's folder")
-    async def file(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                   job_id: FromPath[str], name: FromPath[str]) -> Stream | Response:
+    async def file(
+        self,
+        request: Request,
+        appliance: NamedDependency[Appliance],
+        user: NamedDependency[str],
+        job_id: FromPath[str],
+        name: FromPath[str],
+    ) -> Stream | Response:
         _, path = await anyio.to_thread.run_sync(appliance.jobs.file, user, job_id, name)
         return send(request, path)
 
@@ -244,5 +278,4 @@ class JobsController(Controller):
             with path.open("rb") as f:
                 f.seek(offset)
                 data = f.read()
-        return Response(data, media_type="text/plain; charset=utf-8",
-                        headers={"X-Log-Size": str(offset + len(data))})
+        return Response(data, media_type="text/plain; charset=utf-8", headers={"X-Log-Size": str(offset + len(data))})

@@ -11,10 +11,43 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from appliance.apps.options import OptionSchema
+from appliance.apps.options import OptionSchema, Value
 from appliance.catalogs import Catalog
-from appliance.errors import InvalidContent, NotFound
+from appliance.errors import InvalidContent, InvalidOptions, NotFound
 from runners import RunSpec
+
+
+def beam_options(category: str = "BEAM") -> list[Value]:
+    """beam-bmaj, beam-bmin, beam-bpa: a restoring beam that replaces the header's (0: use the header)."""
+    return [
+        Value(
+            "beam-bmaj",
+            "restoring beam major axis FWHM to use instead of the header's (arcsec; 0: header)",
+            category=category,
+            default=0.0,
+            min=0.0,
+            max=36000.0,
+            advanced=True,
+        ),
+        Value(
+            "beam-bmin",
+            "restoring beam minor axis FWHM (arcsec; 0: same as beam-bmaj)",
+            category=category,
+            default=0.0,
+            min=0.0,
+            max=36000.0,
+            advanced=True,
+        ),
+        Value(
+            "beam-bpa",
+            "restoring beam position angle (deg east of north)",
+            category=category,
+            default=0.0,
+            min=-180.0,
+            max=180.0,
+            advanced=True,
+        ),
+    ]
 
 
 @dataclass(frozen=True)
@@ -59,7 +92,11 @@ class App:
         return None
 
     def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
-        """Refuse, before anything runs, an image this finder cannot work on."""
+        """Refuse, before anything runs, options that contradict each other or an image this finder cannot use."""
+        if "mergethr" in options and options["mergethr"] >= options["seedthr"]:
+            raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
+        if options.get("bkgbox") and options.get("bkggrid", 0) > options["bkgbox"]:
+            raise InvalidOptions({"bkggrid": f"must not exceed bkgbox ({options['bkgbox']})"})
         if not summary.get("celestial_wcs"):
             raise InvalidContent(
                 "no_celestial_wcs", f"{self.name} needs an image with a celestial WCS (RA/Dec axes); this one has none"

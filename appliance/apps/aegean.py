@@ -7,15 +7,13 @@ from __future__ import annotations
 from importlib.metadata import version
 
 import numpy as np
-
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from appliance.apps import App, Availability, JobInput, tool_argv
+from appliance.apps import App, Availability, JobInput, beam_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
-from appliance.errors import InvalidOptions
 from runners import RunSpec
 
 BKG = "IMGBKG"
@@ -34,27 +32,58 @@ class Aegean(App):
         [
             Flag("save-bkgmap", "keep BANE's background map with the outputs", category=OUT),
             Flag("save-rmsmap", "keep BANE's noise (rms) map with the outputs", category=OUT),
-            Value("bkgbox", "BANE box over which background and rms are computed (pixels)", category=BKG,
-                  value_type=int, default=100, min=5, max=10000),
-            Value("bkggrid", "BANE grid step at which background and rms are sampled (pixels)", category=BKG,
-                  value_type=int, default=20, min=5, max=1000),
-            Value("seedthr", "seed threshold: islands are seeded by pixels this many sigma above the background "
-                  "(aegean --seedclip)", category=FIND, default=5.0, min=0.5, max=1000),
-            Value("mergethr", "flood (merge) threshold: islands grow down to this many sigma (aegean --floodclip); "
-                  "below seedthr", category=FIND, default=2.6, min=0.1, max=1000),
+            Value(
+                "bkgbox",
+                "BANE box over which background and rms are computed (pixels)",
+                category=BKG,
+                value_type=int,
+                default=100,
+                min=5,
+                max=10000,
+            ),
+            Value(
+                "bkggrid",
+                "BANE grid step at which background and rms are sampled (pixels)",
+                category=BKG,
+                value_type=int,
+                default=20,
+                min=5,
+                max=1000,
+            ),
+            Value(
+                "seedthr",
+                "seed threshold: islands are seeded by pixels this many sigma above the background (aegean --seedclip)",
+                category=FIND,
+                default=5.0,
+                min=0.5,
+                max=1000,
+            ),
+            Value(
+                "mergethr",
+                "flood (merge) threshold: islands grow down to this many sigma (aegean --floodclip); below seedthr",
+                category=FIND,
+                default=2.6,
+                min=0.1,
+                max=1000,
+            ),
             Flag("negative", "also report sources with negative flux", category=FIND),
-            Value("fit-maxcomponents", "islands with more summits than this are estimated, not fitted "
-                  "(aegean --maxsummits); 0 fits every island", category=FIT, value_type=int, default=3, min=0,
-                  max=100),
-            Value("beam-bmaj", "restoring beam major axis FWHM to use instead of the header's (arcsec; 0: header)",
-                  category=BEAM, default=0.0, min=0.0, max=36000.0, advanced=True),
-            Value("beam-bmin", "restoring beam minor axis FWHM (arcsec; 0: same as beam-bmaj)", category=BEAM,
-                  default=0.0, min=0.0, max=36000.0, advanced=True),
-            Value("beam-bpa", "restoring beam position angle (deg east of north)", category=BEAM, default=0.0,
-                  min=-180.0, max=180.0, advanced=True),
+            Value(
+                "fit-maxcomponents",
+                "islands with more summits than this are estimated, not fitted "
+                "(aegean --maxsummits); 0 fits every island",
+                category=FIT,
+                value_type=int,
+                default=3,
+                min=0,
+                max=100,
+            ),
+            *beam_options(),
             Value("ncores", "CPU cores for BANE and aegean", value_type=int, default=1, min=1, max=100),
-            Flag("no-logredir", "accepted for caesar-rest compatibility: the finder's output always goes to the job "
-                 "log", advanced=True),
+            Flag(
+                "no-logredir",
+                "accepted for caesar-rest compatibility: the finder's output always goes to the job log",
+                advanced=True,
+            ),
         ]
     )
 
@@ -67,24 +96,33 @@ class Aegean(App):
             return Availability(False, f"AegeanTools 2.3.5 fails with numpy {version('numpy')}; numpy < 2.4 needed")
         return found
 
-    def check_input(self, summary, options) -> None:
-        if options["mergethr"] >= options["seedthr"]:
-            raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
-        if options["bkggrid"] > options["bkgbox"]:
-            raise InvalidOptions({"bkggrid": f"must not exceed bkgbox ({options['bkgbox']})"})
-        super().check_input(summary, options)
-
     def steps(self, job: JobInput) -> list[RunSpec]:
         o = job.options
         image = job.image.name
         bane = tool_argv(
-            "BANE", "--cores", str(job.cores), "--grid", str(o["bkggrid"]), str(o["bkggrid"]),
-            "--box", str(o["bkgbox"]), str(o["bkgbox"]), image,
+            "BANE",
+            "--cores",
+            str(job.cores),
+            "--grid",
+            str(o["bkggrid"]),
+            str(o["bkggrid"]),
+            "--box",
+            str(o["bkgbox"]),
+            str(o["bkgbox"]),
+            image,
         )
         aegean = tool_argv(
-            "aegean", "--autoload", "--cores", str(job.cores), "--island",
-            "--seedclip", str(o["seedthr"]), "--floodclip", str(o["mergethr"]),
-            "--table", "aegean.fits,aegean.reg",
+            "aegean",
+            "--autoload",
+            "--cores",
+            str(job.cores),
+            "--island",
+            "--seedclip",
+            str(o["seedthr"]),
+            "--floodclip",
+            str(o["mergethr"]),
+            "--table",
+            "aegean.fits,aegean.reg",
         )
         if o["fit-maxcomponents"] > 0:
             aegean += ["--maxsummits", str(o["fit-maxcomponents"])]

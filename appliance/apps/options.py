@@ -8,8 +8,9 @@ unknown options, wrong JSON types, values out of range or outside the enum are r
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from appliance.errors import InvalidOptions
 
@@ -108,8 +109,9 @@ class Choice(Option):
 def _typed(value: Any, value_type: type) -> Any:
     """JSON value to the declared type without silent coercion: 3.7 is not an int, true is not a number."""
     if isinstance(value, bool):
-        raise ValueError(f"must be {'an integer' if value_type is int else 'a ' + _TYPE_NAMES[value_type]}, "
-                         f"got {str(value).lower()}")
+        raise ValueError(
+            f"must be {'an integer' if value_type is int else 'a ' + _TYPE_NAMES[value_type]}, got {str(value).lower()}"
+        )
     if value_type is int:
         if isinstance(value, float) and value.is_integer():
             return int(value)
@@ -155,15 +157,3 @@ class OptionSchema:
         if problems:
             raise InvalidOptions(problems)
         return values
-
-    def argv(self, values: dict[str, Any], names: Iterable[str] | None = None) -> list[str]:
-        """``--name=value`` for value options, ``--name`` for true flags, in declaration order."""
-        args = []
-        for name in names if names is not None else self.options:
-            option, value = self.options[name], values[name]
-            if isinstance(option, Flag):
-                if value:
-                    args.append(f"--{name}")
-            elif value is not None:
-                args.append(f"--{name}={value}")
-        return args

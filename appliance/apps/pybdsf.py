@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from appliance.apps import App, JobInput, tool_argv
+from appliance.apps import App, JobInput, beam_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.errors import InvalidOptions
@@ -30,42 +30,70 @@ PARAMETERS = "pybdsf_parameters.json"
 class PyBDSF(App):
     name = "pybdsf"
     title = "PyBDSF"
-    description = "PyBDSF's process_image: rms map, islands above a flood threshold seeded by a pixel threshold, " \
-                  "Gaussian decomposition grouped into sources."
+    description = (
+        "PyBDSF's process_image: rms map, islands above a flood threshold seeded by a pixel threshold, "
+        "Gaussian decomposition grouped into sources."
+    )
     python_modules = ("bdsf",)
     schema = OptionSchema(
         [
-            Value("seedthr", "seed threshold in sigma: an island needs a pixel this bright (thresh_pix)",
-                  category=FIND, default=5.0, min=0.5, max=1000),
-            Value("mergethr", "flood threshold in sigma: islands include pixels down to this level (thresh_isl); "
-                  "below seedthr", category=FIND, default=3.0, min=0.1, max=1000),
-            Value("bkgbox", "box for the rms and mean maps (pixels, rms_box); 0: chosen by PyBDSF", category=BKG,
-                  value_type=int, default=0, min=0, max=10000),
-            Value("bkggrid", "step of the rms box (pixels); 0: a third of bkgbox", category=BKG, value_type=int,
-                  default=0, min=0, max=10000),
-            Flag("adaptive-rms-box", "use a smaller rms box around bright sources (adaptive_rms_box)",
-                 category=BKG),
-            Flag("wavelet", "also decompose the residual with the à trous wavelet transform to catch extended "
-                 "emission (atrous_do)", category=FIT),
-            Value("frequency", "observing frequency when the header has none (Hz; 0: header, else 1.4 GHz is "
-                  "assumed)", category=BEAM, default=0.0, min=0.0, max=1e13, advanced=True),
-            Value("beam-bmaj", "restoring beam major axis FWHM to use instead of the header's (arcsec; 0: header)",
-                  category=BEAM, default=0.0, min=0.0, max=36000.0, advanced=True),
-            Value("beam-bmin", "restoring beam minor axis FWHM (arcsec; 0: same as beam-bmaj)", category=BEAM,
-                  default=0.0, min=0.0, max=36000.0, advanced=True),
-            Value("beam-bpa", "restoring beam position angle (deg east of north)", category=BEAM, default=0.0,
-                  min=-180.0, max=180.0, advanced=True),
+            Value(
+                "seedthr",
+                "seed threshold in sigma: an island needs a pixel this bright (thresh_pix)",
+                category=FIND,
+                default=5.0,
+                min=0.5,
+                max=1000,
+            ),
+            Value(
+                "mergethr",
+                "flood threshold in sigma: islands include pixels down to this level (thresh_isl); below seedthr",
+                category=FIND,
+                default=3.0,
+                min=0.1,
+                max=1000,
+            ),
+            Value(
+                "bkgbox",
+                "box for the rms and mean maps (pixels, rms_box); 0: chosen by PyBDSF",
+                category=BKG,
+                value_type=int,
+                default=0,
+                min=0,
+                max=10000,
+            ),
+            Value(
+                "bkggrid",
+                "step of the rms box (pixels); 0: a third of bkgbox",
+                category=BKG,
+                value_type=int,
+                default=0,
+                min=0,
+                max=10000,
+            ),
+            Flag("adaptive-rms-box", "use a smaller rms box around bright sources (adaptive_rms_box)", category=BKG),
+            Flag(
+                "wavelet",
+                "also decompose the residual with the à trous wavelet transform to catch extended emission (atrous_do)",
+                category=FIT,
+            ),
+            Value(
+                "frequency",
+                "observing frequency when the header has none (Hz; 0: header, else 1.4 GHz is assumed)",
+                category=BEAM,
+                default=0.0,
+                min=0.0,
+                max=1e13,
+                advanced=True,
+            ),
+            *beam_options(),
             Value("ncores", "CPU cores", value_type=int, default=1, min=1, max=100),
         ]
     )
 
     def check_input(self, summary, options) -> None:
-        if options["mergethr"] >= options["seedthr"]:
-            raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
         if options["bkggrid"] and not options["bkgbox"]:
             raise InvalidOptions({"bkggrid": "needs bkgbox"})
-        if options["bkggrid"] > options["bkgbox"]:
-            raise InvalidOptions({"bkggrid": f"must not exceed bkgbox ({options['bkgbox']})"})
         super().check_input(summary, options)
 
     def steps(self, job: JobInput) -> list[RunSpec]:
@@ -128,9 +156,20 @@ def _islands(gaussians: Table, components: Table, wcs: WCS, app: str) -> Table:
     ids = np.asarray(components["island_id"])
     unique = np.unique(ids)
     flux = np.asarray(components["int_flux"])
-    columns: dict[str, list] = {k: [] for k in
-                                ("island_id", "ra", "dec", "n_components", "peak_flux", "int_flux", "int_flux_err",
-                                 "local_rms", "background")}
+    columns: dict[str, list] = {
+        k: []
+        for k in (
+            "island_id",
+            "ra",
+            "dec",
+            "n_components",
+            "peak_flux",
+            "int_flux",
+            "int_flux_err",
+            "local_rms",
+            "background",
+        )
+    }
     for island in unique:
         members = ids == island
         weights = np.clip(flux[members], 1e-30, None)

@@ -41,8 +41,12 @@ def upgrade() -> None:
     op.execute("UPDATE jobs SET data_inputs = file_uuid WHERE data_inputs = ''")
     with op.batch_alter_table("jobs") as batch_op:
         for column, kind in (
-            ("data_inputs", sa.String(length=64)), ("options", sa.JSON()), ("cores", sa.Integer()),
-            ("walltime", sa.Float()), ("attempts", sa.Integer()), ("runner", sa.String(length=64)),
+            ("data_inputs", sa.String(length=64)),
+            ("options", sa.JSON()),
+            ("cores", sa.Integer()),
+            ("walltime", sa.Float()),
+            ("attempts", sa.Integer()),
+            ("runner", sa.String(length=64)),
             ("pid", sa.String(length=64)),
         ):
             batch_op.alter_column(column, existing_type=kind, server_default=None)
@@ -55,6 +59,18 @@ def downgrade() -> None:
         batch_op.create_foreign_key("fk_jobs_file_uuid_files", "files", ["file_uuid"], ["uuid"], ondelete="RESTRICT")
         batch_op.drop_index("ix_jobs_state")
         batch_op.alter_column("file_uuid", existing_type=sa.String(length=32), nullable=False)
-        for column in ("task_id", "pid", "handle", "runner", "attempts", "walltime", "cores", "exit_code",
-                       "end_date", "start_date", "options", "data_inputs"):
+        for column in (
+            "task_id",
+            "pid",
+            "handle",
+            "runner",
+            "attempts",
+            "walltime",
+            "cores",
+            "exit_code",
+            "end_date",
+            "start_date",
+            "options",
+            "data_inputs",
+        ):
             batch_op.drop_column(column)
