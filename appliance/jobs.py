@@ -265,8 +265,13 @@ class JobService:
         trash = folder.with_name(f".trash-{job.id}")
         if folder.exists():
             folder.rename(trash)
-        with self.db.session() as session:
-            session.execute(Job.__table__.delete().where(Job.id == job.id))
+        try:
+            with self.db.session() as session:
+                session.execute(Job.__table__.delete().where(Job.id == job.id))
+        except BaseException:
+            if trash.exists():
+                trash.rename(folder)
+            raise
         shutil.rmtree(trash, ignore_errors=True)
         log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
 
@@ -283,18 +288,18 @@ class JobService:
         def give_up() -> bool:
             return self._stopping.is_set() or cancel.is_set() or self._state(job_id) != "PENDING"
 
-        if not self.cores.acquire(job.cores, give_up):
-            return
         try:
-            if not self._claim(job):
-                return
-            self._execute(job, cancel)
+            if self.cores.acquire(job.cores, give_up):
+                try:
+                    if self._claim(job):
+                        self._execute(job, cancel)
+                finally:
+                    self.cores.release(job.cores)
         except Exception as exc:  # a bug must still end the job, with the reason in its status and the log
             log.exception("job crashed", extra={"job": job_id})
             self._log(job, f"internal error: {exc!r}")
             self._end(job, "FAILURE", f"internal error of the appliance: {exc}", None)
         finally:
-            self.cores.release(job.cores)
             self._cancel_requests.pop(job.id, None)
 
     def _claim(self, job: Job) -> bool:
