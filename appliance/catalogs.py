@@ -26,6 +26,7 @@ JY_BEAM = u.Jy / u.beam
 COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("component_id", None, "meta.id;meta.main", "component number in this catalog, from 1"),
     ("island_id", None, "meta.id.parent", "island the component belongs to"),
+    ("name", None, "meta.id", "the finder's own name of the component"),
     ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension (ICRS)"),
     ("dec", u.deg, "pos.eq.dec;meta.main", "declination (ICRS)"),
     ("ra_err", u.arcsec, "stat.error;pos.eq.ra", "uncertainty of ra"),
@@ -44,12 +45,18 @@ COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("pa_err", u.deg, "stat.error;pos.posAng", "uncertainty of pa"),
     ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
     ("background", JY_BEAM, "instr.background", "local background level"),
-    ("flags", None, "meta.code.qual", "the finder's own quality flags (0: none)"),
+    (
+        "flags",
+        None,
+        "meta.code.qual",
+        "the finder's own quality flag (aegean: 0 is clean; caesar: fit quality, 3 best)",
+    ),
     ("app", None, "meta.code", "finder that produced the row"),
 ]
 
 ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("island_id", None, "meta.id;meta.main", "island number in this catalog"),
+    ("name", None, "meta.id", "the finder's own name of the island"),
     ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension of the island (ICRS)"),
     ("dec", u.deg, "pos.eq.dec;meta.main", "declination of the island (ICRS)"),
     ("x", u.pix, "pos.cartesian.x;instr.det", "pixel column, 0-based"),
@@ -61,7 +68,12 @@ ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
     ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
     ("background", JY_BEAM, "instr.background", "local background level"),
-    ("flags", None, "meta.code.qual", "the finder's own quality flags (0: none)"),
+    (
+        "flags",
+        None,
+        "meta.code.qual",
+        "the finder's own quality flag (aegean: 0 is clean; caesar: fit quality, 3 best)",
+    ),
     ("app", None, "meta.code", "finder that produced the row"),
 ]
 
@@ -93,6 +105,8 @@ def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | Non
     for name, unit, ucd, description in spec:
         if name == "app":
             data: Any = np.full(length, app, dtype=f"U{max(len(app), 1)}")
+        elif name == "name":
+            data = np.asarray([str(v) for v in values["name"]] if "name" in values else [""] * length, dtype=str)
         elif name in values:
             data = np.asarray(values[name], dtype=np.int64 if name in _INTEGER_COLUMNS else np.float64)
         elif name in _INTEGER_COLUMNS:
@@ -219,9 +233,11 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
+    from appliance.fitsimage import celestial_wcs
+
     with fits.open(image, memmap=True) as hdul:
         data = hdul[0].data
-        wcs = WCS(hdul[0].header).celestial
+        wcs = celestial_wcs(hdul[0].header)
         step = max(1, math.ceil(max(data.shape) / MAX_PLOT_PIXELS))
         shown = np.array(data[::step, ::step], dtype=np.float32)
     wcs = wcs[::step, ::step] if step > 1 else wcs

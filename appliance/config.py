@@ -29,6 +29,7 @@ class Settings:
     upload_max_bytes: int
     disk_reserve_bytes: int
     runner: str
+    caesar_findsource: str
     job_cores: int
     job_walltime_seconds: float
     job_cancel_grace_seconds: float

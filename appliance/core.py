@@ -12,6 +12,7 @@ from astropy.utils import iers
 from sqlalchemy import text
 
 from appliance import __version__, logs
+from appliance.apps import AppRegistry
 from appliance.config import Settings
 from appliance.db import Database
 from appliance.jobs import JobService
@@ -36,7 +37,8 @@ class Appliance:
         self.lock = HomeLock(settings.lock_path)
         self.db = Database(settings.db_path)
         self.files = FileStore(settings, self.db)
-        self.jobs = JobService(settings, self.db, self.files, load_runner(settings.runner))
+        self.apps = AppRegistry(settings)
+        self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
         self._log_handler: logging.Handler | None = None

@@ -59,6 +59,13 @@ class FitsSummary:
         return asdict(self)
 
 
+def celestial_wcs(header: fits.Header) -> WCS:
+    """The header's celestial WCS; astropy's notes on what it fixed in the header are not errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(header).celestial
+
+
 def sniff(head: bytes) -> None:
     """Reject content that is neither FITS nor gzip from its first bytes, before the rest is stored."""
     if not (head.startswith(FITS_MAGIC) or head.startswith(GZIP_MAGIC)):
@@ -170,9 +177,7 @@ def _celestial_wcs(header: fits.Header, naxes: list[int], notes: list[str]) -> d
         pixel_scale_arcsec=None,
     )
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header).celestial
+        wcs = celestial_wcs(header)
         if wcs.naxis != 2 or not wcs.has_celestial:
             notes.append("no celestial WCS: positions will be in pixels only")
             return facts
@@ -238,7 +243,11 @@ def _text(value: Any) -> str | None:
 
 
 def prepare_image(
-    source: Path, hdu_index: int, dest: Path, beam_override: tuple[float, float, float] | None = None
+    source: Path,
+    hdu_index: int,
+    dest: Path,
+    beam_override: tuple[float, float, float] | None = None,
+    beam_fallback: tuple[float, float, float] | None = None,
 ) -> list[str]:
     """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its celestial WCS, the
     beam in the header, and non-finite pixels as NaN blanks. Returns what was assumed or changed, for the job log."""
@@ -250,9 +259,7 @@ def prepare_image(
         if plane.ndim > 2:
             plane = plane.reshape(plane.shape[-2:])
             notes.append(f"degenerate axes dropped: {hdu.data.ndim}-D data of shape {hdu.data.shape} read as 2-D")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            wcs = WCS(header).celestial
+        wcs = celestial_wcs(header)
         out = wcs.to_header()
         written = str(out.get("CTYPE1", ""))[5:].strip("-")
         original = str(header.get("CTYPE1", ""))[5:].strip("-")
@@ -261,7 +268,7 @@ def prepare_image(
         for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
             if key in header:
                 out[key] = header[key]
-        notes += _write_beam(header, out, beam_override)
+        notes += _write_beam(header, out, beam_override, beam_fallback)
     blanks = int(np.count_nonzero(~np.isfinite(plane)))
     if blanks:
         plane[~np.isfinite(plane)] = np.nan
@@ -270,12 +277,18 @@ def prepare_image(
     return notes
 
 
-def _write_beam(header: fits.Header, out: fits.Header, override: tuple[float, float, float] | None) -> list[str]:
-    if override is not None:
-        bmaj, bmin, bpa = override
-        out.update(BMAJ=bmaj / 3600.0, BMIN=bmin / 3600.0, BPA=bpa)
-        return [f'beam set by the options: {bmaj}" x {bmin}" at {bpa} deg']
+def _write_beam(
+    header: fits.Header,
+    out: fits.Header,
+    override: tuple[float, float, float] | None,
+    fallback: tuple[float, float, float] | None,
+) -> list[str]:
     beam = _beam(header, [])
+    if override is not None or (beam is None and fallback is not None):
+        bmaj, bmin, bpa = override if override is not None else fallback
+        out.update(BMAJ=bmaj / 3600.0, BMIN=bmin / 3600.0, BPA=bpa)
+        source = "set by the options" if override is not None else "not in the header: the fallback options give"
+        return [f'beam {source} {bmaj}" x {bmin}" at {bpa} deg']
     if beam is None:
         raise InvalidContent("no_beam", "the image header has no restoring beam (BMAJ/BMIN)")
     notes = []

@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 
-from appliance.apps import APPS, JobInput
+from appliance.apps import AppRegistry, JobInput
 from appliance.catalogs import write_products
 from appliance.config import Settings
 from appliance.db import Database
@@ -78,8 +78,9 @@ class CoreBudget:
 
 
 class JobService:
-    def __init__(self, settings: Settings, db: Database, files: FileStore, runner: Runner) -> None:
+    def __init__(self, settings: Settings, db: Database, files: FileStore, apps: AppRegistry, runner: Runner) -> None:
         self.settings = settings
+        self.apps = apps
         self.db = db
         self.files = files
         self.runner = runner
@@ -107,9 +108,9 @@ class JobService:
             raise InvalidRequest("missing_data_inputs", "give the uuid of an uploaded file in 'data_inputs'")
         if tag is not None and not isinstance(tag, str):
             raise InvalidRequest("invalid_tag", "tag must be a string")
-        if app_name not in APPS.apps:
-            raise InvalidRequest("unknown_app", f"Unknown app {app_name}! Known apps: {', '.join(APPS.apps)}")
-        app = APPS.get(app_name)
+        if app_name not in self.apps:
+            raise InvalidRequest("unknown_app", f"Unknown app {app_name}! Known apps: {', '.join(self.apps.apps)}")
+        app = self.apps.get(app_name)
         available = app.availability()
         if not available.available:
             raise Unavailable("app_unavailable", f"{app_name} cannot run here: {available.reason}")
@@ -322,7 +323,7 @@ class JobService:
         return bool(claimed)
 
     def _execute(self, job: Job, cancel: threading.Event) -> None:
-        app = APPS.get(job.app)
+        app = self.apps.get(job.app)
         folder = self.folder(job)
         folder.mkdir(parents=True, exist_ok=True)
         job_log = folder / JOB_LOG
@@ -331,7 +332,11 @@ class JobService:
             record = self.files.get(job.user, job.data_inputs)
             summary = record.summary
             notes = prepare_image(
-                self.files.path(record), summary["hdu"], folder / INPUT_IMAGE, app.beam_override(job.options)
+                self.files.path(record),
+                summary["hdu"],
+                folder / INPUT_IMAGE,
+                beam_override=app.beam_override(job.options),
+                beam_fallback=app.beam_fallback(job.options),
             )
             for note in notes:
                 self._log(job, f"input: {note}")

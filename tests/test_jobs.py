@@ -15,7 +15,6 @@ import psutil
 from astropy.io import fits
 from sqlalchemy import update
 
-from appliance.apps import APPS
 from appliance.core import Appliance
 from appliance.models import Job
 from runners import Handle, RunSpec
@@ -246,7 +245,7 @@ def test_restart_queues_pending_rows_without_a_task_and_removes_half_deleted_fol
                 data_inputs=file_uuid,
                 file_uuid=file_uuid,
                 job_inputs={},
-                options=APPS.get("pybdsf").schema.validate({}),
+                options=appliance.apps.get("pybdsf").schema.validate({}),
                 tag=None,
                 state="PENDING",
                 status="Job submitted and registered with success",

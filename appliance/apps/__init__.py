@@ -7,12 +7,12 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from appliance.apps.options import OptionSchema, Value
 from appliance.catalogs import Catalog
+from appliance.config import Settings
 from appliance.errors import InvalidContent, InvalidOptions, NotFound
 from runners import RunSpec
 
@@ -91,6 +91,10 @@ class App:
             return bmaj, bmin or bmaj, options.get("beam-bpa") or 0.0
         return None
 
+    def beam_fallback(self, options: dict[str, Any]) -> tuple[float, float, float] | None:
+        """(bmaj arcsec, bmin arcsec, bpa deg) to use only when the header has no beam."""
+        return None
+
     def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
         """Refuse, before anything runs, options that contradict each other or an image this finder cannot use."""
         if "mergethr" in options and options["mergethr"] >= options["seedthr"]:
@@ -126,18 +130,21 @@ def tool_argv(name: str, *args: str) -> list[str]:
 
 
 class AppRegistry:
-    @cached_property
-    def apps(self) -> dict[str, App]:
+    """The apps of this appliance, configured from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
         from appliance.apps.aegean import Aegean
+        from appliance.apps.caesar import Caesar
         from appliance.apps.pybdsf import PyBDSF
 
-        return {app.name: app for app in (Aegean(), PyBDSF())}
+        apps: list[App] = [Caesar(settings.caesar_findsource, settings.cores), Aegean(), PyBDSF()]
+        self.apps = {app.name: app for app in apps}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.apps
 
     def get(self, name: str) -> App:
         app = self.apps.get(name) if isinstance(name, str) else None
         if app is None:
             raise NotFound("unknown_app", f"Unknown app {name}!")
         return app
-
-
-APPS = AppRegistry()

@@ -9,11 +9,11 @@ from importlib.metadata import version
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from astropy.wcs import WCS
 
 from appliance.apps import App, Availability, JobInput, beam_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
+from appliance.fitsimage import celestial_wcs
 from runners import RunSpec
 
 BKG = "IMGBKG"
@@ -138,7 +138,7 @@ class Aegean(App):
         ]
 
     def collect(self, job: JobInput) -> Catalog:
-        wcs = WCS(fits.getheader(job.image)).celestial
+        wcs = celestial_wcs(fits.getheader(job.image))
         components = _read(job.workdir / "aegean_comp.fits")
         islands = _read(job.workdir / "aegean_isle.fits")
         stem = job.image.name.removesuffix(".fits")
@@ -151,6 +151,7 @@ class Aegean(App):
                 self.name,
                 {
                     "island_id": islands["island"],
+                    "name": islands["island"],
                     "ra": islands["ra"],
                     "dec": islands["dec"],
                     "n_components": islands["components"],
@@ -172,6 +173,7 @@ class Aegean(App):
                 {
                     "component_id": range(1, len(components) + 1),
                     "island_id": components["island"],
+                    "name": [f"{i}.{s}" for i, s in zip(components["island"], components["source"], strict=True)],
                     "ra": components["ra"],
                     "dec": components["dec"],
                     "ra_err": _arcsec(components["err_ra"]),

@@ -16,6 +16,7 @@ from appliance.apps import App, JobInput, beam_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.errors import InvalidOptions
+from appliance.fitsimage import celestial_wcs
 from runners import RunSpec
 
 BKG = "IMGBKG"
@@ -118,7 +119,7 @@ class PyBDSF(App):
         return [RunSpec(name="pybdsf", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
 
     def collect(self, job: JobInput) -> Catalog:
-        wcs = WCS(fits.getheader(job.image)).celestial
+        wcs = celestial_wcs(fits.getheader(job.image))
         path = job.workdir / "pybdsf_gaul.fits"
         gaussians = Table.read(path) if path.exists() else Table()  # PyBDSF writes nothing when it finds nothing
         if not len(gaussians):
@@ -129,6 +130,7 @@ class PyBDSF(App):
             {
                 "component_id": np.asarray(gaussians["Gaus_id"]) + 1,
                 "island_id": np.asarray(gaussians["Isl_id"]) + 1,
+                "name": gaussians["Gaus_id"],
                 "ra": gaussians["RA"],
                 "dec": gaussians["DEC"],
                 "ra_err": np.asarray(gaussians["E_RA"]) * 3600,
@@ -175,6 +177,7 @@ def _islands(gaussians: Table, components: Table, wcs: WCS, app: str) -> Table:
         weights = np.clip(flux[members], 1e-30, None)
         first = np.flatnonzero(members)[0]
         columns["island_id"].append(island)
+        columns["name"].append(gaussians["Isl_id"][first])
         columns["ra"].append(np.average(components["ra"][members], weights=weights))
         columns["dec"].append(np.average(components["dec"][members], weights=weights))
         columns["n_components"].append(int(members.sum()))

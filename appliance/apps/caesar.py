@@ -1,0 +1,246 @@
+"""caesar (SKA-INAF/caesar), run from an existing installation: FindSource with a config written from caesar-rest's
+options, then its island and fitted-component catalogs read into the normalized catalog.
+
+caesar needs CERN ROOT and cannot be installed by this project; the setting ``caesar_findsource`` names the
+FindSource binary (else it is looked up on PATH). Pixel positions in caesar's catalogs are 0-based, as ours; its DS9
+regions are 1-based. Sky positions are computed from caesar's pixel positions with astropy (caesar's own are wrong
+for some projections, e.g. AZP); sizes are its pixel FWHMs times the pixel scale (its arcsec sizes come out several
+per cent small).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.wcs import WCS
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from appliance.apps import App, Availability, JobInput
+from appliance.apps.caesar_options import RULES, ConfigRule
+from appliance.apps.options import Flag, OptionSchema
+from appliance.catalogs import Catalog, normalized_table
+from appliance.errors import InvalidContent, InvalidOptions
+from appliance.fitsimage import celestial_wcs
+from runners import RunSpec
+
+CONFIG = "caesar.cfg"
+# file names of caesar's outputs in the job folder, fixed by the config this app writes
+OUTPUT_KEYS = {
+    "inputFile": "input.fits",
+    "outputFile": "out.root",
+    "outputCatalogFile": "catalog.dat",
+    "outputComponentCatalogFile": "catalog_fitcomp.dat",
+    "ds9RegionFile": "ds9.reg",
+    "ds9FitRegionFile": "ds9_fitcomp.reg",
+    "bkgMapFITSFile": "bkg.fits",
+    "noiseMapFITSFile": "rms.fits",
+    "significanceMapFITSFile": "significance.fits",
+    "residualMapFITSFile": "residual.fits",
+    "inputMapFITSFile": "input_map.fits",
+    "saliencyMapFITSFile": "saliency.fits",
+    # caesar-rest always asks for regions and JSON catalogs
+    "saveDS9Region": "true",
+    "saveCatalogFileInJson": "true",
+}
+
+
+class Caesar(App):
+    name = "caesar"
+    title = "CAESAR"
+    description = (
+        "caesar's FindSource: local background and noise maps, compact sources by seed/flood thresholds with nested "
+        "sources, Gaussian fits, and optionally extended sources (saliency, active contours, wavelets)."
+    )
+    schema = OptionSchema(rule.option for rule in RULES)
+    rules = {rule.option.name: rule for rule in RULES}
+
+    def __init__(self, findsource: str = "", job_cores: int = 1) -> None:
+        self.findsource_setting = findsource
+        self.job_cores = job_cores
+
+    def findsource(self) -> Path | None:
+        found = shutil.which(self.findsource_setting or "FindSource")
+        return Path(found) if found else None
+
+    def availability(self) -> Availability:
+        if self.findsource() is None:
+            where = self.findsource_setting or "FindSource on PATH"
+            return Availability(
+                False,
+                f"caesar is not installed here ({where} not found); it needs CERN ROOT and cannot be installed by "
+                "the appliance: set caesar_findsource to the FindSource of an existing caesar installation",
+            )
+        return Availability(True)
+
+    def cores(self, options: dict[str, Any]) -> int:
+        threads = options["nthreads"] if options["nthreads"] > 0 else self.job_cores
+        return max(1, threads) * (options["nproc"] if self._uses_mpi(options) else 1)
+
+    def _uses_mpi(self, options: dict[str, Any]) -> bool:
+        return options["nproc"] > 1 and not options["no-mpi"]
+
+    def beam_override(self, options: dict[str, Any]) -> None:
+        return None  # caesar's bmaj/bmin/bpa are fallbacks only: see beam_fallback
+
+    def beam_fallback(self, options: dict[str, Any]) -> tuple[float, float, float]:
+        return options["bmaj"], options["bmin"], options["bpa"]
+
+    def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
+        problems = {}
+        for name, rule in self.rules.items():
+            reason = _outside_accepted(rule, options[name])
+            if reason:
+                problems[name] = reason
+        if options["mergethr"] >= options["seedthr"]:
+            problems["mergethr"] = f"must be below seedthr ({options['seedthr']})"
+        if self._uses_mpi(options) and (shutil.which("mpirun") is None or not self._findsource_mpi().exists()):
+            problems["nproc"] = "above 1 needs mpirun and FindSourceMPI next to FindSource (or give no-mpi)"
+        if problems:
+            raise InvalidOptions(problems)
+        if not summary.get("celestial_wcs"):
+            raise InvalidContent("no_celestial_wcs", "caesar needs an image with a celestial WCS (RA/Dec axes)")
+
+    def _findsource_mpi(self) -> Path:
+        found = self.findsource()
+        return found.with_name("FindSourceMPI") if found else Path("FindSourceMPI")
+
+    def config_text(self, options: dict[str, Any]) -> str:
+        """The config FindSource reads: ``key = value`` lines, one per key, ending with a newline."""
+        lines = {key: value for key, value in OUTPUT_KEYS.items()}
+        for name, rule in self.rules.items():
+            for key, value in config_values(rule, options[name]).items():
+                lines[key] = value
+        return "".join(f"{key} = {value}\n" for key, value in lines.items())
+
+    def steps(self, job: JobInput) -> list[RunSpec]:
+        (job.workdir / CONFIG).write_text(self.config_text(job.options))
+        findsource = self.findsource()
+        if findsource is None:
+            raise InvalidContent("app_unavailable", self.availability().reason or "caesar is not installed")
+        if self._uses_mpi(job.options):
+            argv = ["mpirun", "-np", str(job.options["nproc"]), str(self._findsource_mpi()), f"--config={CONFIG}"]
+        else:
+            argv = [str(findsource), f"--config={CONFIG}"]
+        return [RunSpec(name="FindSource", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
+
+    def collect(self, job: JobInput) -> Catalog:
+        return read_caesar_catalogs(job.workdir, job.image)
+
+
+def config_values(rule: ConfigRule, value: Any) -> dict[str, str]:
+    """The config lines of one option: caesar-rest's own when it is left at its default."""
+    option = rule.option
+    if not rule.keys:
+        return {}
+    if isinstance(option, Flag):
+        text = rule.written if value else rule.absent
+    elif value == option.default and rule.absent is not None:
+        text = rule.absent
+    elif rule.codes is not None:
+        text = str(rule.codes[value])
+    elif isinstance(value, bool) or isinstance(value, str):
+        text = str(value)
+    else:
+        text = repr(value)
+    written = {key: text for key in rule.keys if text is not None}
+    if rule.also and value != option.default:
+        written.update(rule.also)
+    return written
+
+
+def _outside_accepted(rule: ConfigRule, value: Any) -> str | None:
+    """FindSource ignores, without a word, a value outside its open range: say so instead."""
+    if rule.accepted is None or value == rule.option.default:
+        return None
+    low, high, builtin = rule.accepted
+    number = rule.codes[value] if rule.codes is not None else value
+    if low < number < high:
+        return None
+    shown = f"{value} (code {number})" if rule.codes is not None else str(value)
+    return (
+        f"caesar ignores {shown}: it accepts only values strictly between {low:g} and {high:g} and would use "
+        f"its built-in {builtin}"
+    )
+
+
+def read_caesar_catalogs(folder: Path, image: Path) -> Catalog:
+    """caesar's JSON catalogs (full precision; the .dat files round) as normalized islands and components. caesar
+    writes no catalog when it finds nothing, and the component catalog only when fitting is on."""
+    header = fits.getheader(image)
+    wcs = celestial_wcs(header)
+    pixel_arcsec = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600.0
+    islands_file, components_file = folder / "catalog.json", folder / "catalog_fitcomp.json"
+    islands = [i for s in _load(islands_file, "sources") for i in s["islands"]]
+    components = _load(components_file, "components")
+    island_ids = {island["name"]: n for n, island in enumerate(islands, 1)}
+    island_table = normalized_table(
+        "islands",
+        "caesar",
+        _with_sky(
+            {
+                "island_id": range(1, len(islands) + 1),
+                "name": [i["name"] for i in islands],
+                "x": [i["x"] for i in islands],
+                "y": [i["y"] for i in islands],
+                "n_components": [(i.get("fit_info") or {}).get("ncomponents", 0) for i in islands],
+                "npix": [i["npix"] for i in islands],
+                "peak_flux": [i["Smax"] for i in islands],
+                "int_flux": [i["Stot"] for i in islands],  # in Jy in the JSON (Jy/beam summed in the .dat)
+                "local_rms": [i.get("rms", np.nan) for i in islands],
+                "background": [i.get("bkg", np.nan) for i in islands],
+            },
+            wcs,
+        )
+        if islands
+        else {},
+    )
+    component_table = normalized_table(
+        "components",
+        "caesar",
+        _with_sky(
+            {
+                "component_id": range(1, len(components) + 1),
+                "island_id": [island_ids.get(c["name"], 0) for c in components],
+                "name": [f"{c['name']}_fitcomp{c['componentId']}" for c in components],
+                "x": [c["x0"] for c in components],
+                "y": [c["y0"] for c in components],
+                "ra_err": [c["x0Err_wcs"] * 3600.0 for c in components],
+                "dec_err": [c["y0Err_wcs"] * 3600.0 for c in components],
+                "peak_flux": [c["A"] for c in components],
+                "peak_flux_err": [c["Aerr"] for c in components],
+                "int_flux": [c["fluxDensity"] / c["beamArea"] for c in components],
+                "int_flux_err": [c["fluxDensityErr"] / c["beamArea"] for c in components],
+                "major": [c["bmaj"] * pixel_arcsec for c in components],
+                "major_err": [c["bmajErr"] * pixel_arcsec for c in components],
+                "minor": [c["bmin"] * pixel_arcsec for c in components],
+                "minor_err": [c["bminErr"] * pixel_arcsec for c in components],
+                "pa": [c["pa_wcs"] % 180.0 for c in components],
+                "pa_err": [c["paErr_wcs"] for c in components],
+                "local_rms": [c["bkgRMSSum"] / c["nPix"] for c in components],
+                "background": [c["bkgSum"] / c["nPix"] for c in components],
+                "flags": [c["fitQuality"] for c in components],
+            },
+            wcs,
+        )
+        if components
+        else {},
+    )
+    return Catalog(islands=island_table, components=component_table)
+
+
+def _with_sky(values: dict[str, Any], wcs: WCS) -> dict[str, Any]:
+    ra, dec = wcs.all_pix2world(np.asarray(values["x"], float), np.asarray(values["y"], float), 0)
+    return {**values, "ra": ra, "dec": dec}
+
+
+def _load(path: Path, key: str) -> list[dict[str, Any]]:
+    return json.loads(path.read_text())[key] if path.exists() else []
+
+
+def _load_metadata(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()).get("metadata", {}).get("inputdata", {}) if path.exists() else {}
