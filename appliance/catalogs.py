@@ -203,21 +203,32 @@ def write_products(catalog: Catalog, outdir: Path, image: Path, title: str) -> l
     return written
 
 
-def pixel_ellipses(table: Table, wcs: WCS) -> tuple[np.ndarray, ...]:
-    """x, y, full width, full height (pixels) and angle from +x (deg, anticlockwise) of each component's FWHM
-    ellipse in the image, from the local directions of north and east: right for any orientation or parity."""
-    centres = _centres(table)
+def _local_frame(centres: SkyCoord, wcs: WCS) -> tuple[np.ndarray, ...]:
+    """Pixel position, pixels per arcsec, the direction of north (radians from +x, anticlockwise) and +1/-1 for
+    east lying anticlockwise/clockwise from north, at each position: right for any orientation or parity."""
     step = 1.0 * u.arcsec
     x, y = wcs.world_to_pixel(centres)
     nx, ny = wcs.world_to_pixel(centres.directional_offset_by(0 * u.deg, step))
     ex, ey = wcs.world_to_pixel(centres.directional_offset_by(90 * u.deg, step))
-    pixels_per_arcsec = np.hypot(nx - x, ny - y)
     north = np.arctan2(ny - y, nx - x)
     sense = np.sign(np.sin(np.arctan2(ey - y, ex - x) - north))
+    return x, y, np.hypot(nx - x, ny - y), north, sense
+
+
+def pixel_ellipses(table: Table, wcs: WCS) -> tuple[np.ndarray, ...]:
+    """x, y, full width, full height (pixels) and angle from +x (deg, anticlockwise) of each component's FWHM
+    ellipse in the image."""
+    x, y, pixels_per_arcsec, north, sense = _local_frame(_centres(table), wcs)
     pa = np.deg2rad(np.nan_to_num(np.asarray(table["pa"], dtype=float)))
     major = np.nan_to_num(np.asarray(table["major"], dtype=float))
     minor = np.where(np.isfinite(table["minor"]), table["minor"], major)
     return x, y, major * pixels_per_arcsec, minor * pixels_per_arcsec, np.rad2deg(north + sense * pa)
+
+
+def position_angles(ra: np.ndarray, dec: np.ndarray, pixel_angle_deg: np.ndarray, wcs: WCS) -> np.ndarray:
+    """Position angles east of north, in [0, 180), of axes at ``pixel_angle_deg`` from +x (anticlockwise)."""
+    _, _, _, north, sense = _local_frame(SkyCoord(ra, dec, unit="deg", frame="icrs"), wcs)
+    return np.rad2deg(sense * (np.deg2rad(pixel_angle_deg) - north)) % 180.0
 
 
 MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be resampled away

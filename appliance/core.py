@@ -13,6 +13,7 @@ from sqlalchemy import text
 
 from appliance import __version__, logs
 from appliance.apps import AppRegistry
+from appliance.compare import ComparisonService
 from appliance.config import Settings
 from appliance.db import Database
 from appliance.jobs import JobService
@@ -39,6 +40,7 @@ class Appliance:
         self.files = FileStore(settings, self.db)
         self.apps = AppRegistry(settings)
         self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))
+        self.comparisons = ComparisonService(settings, self.db, self.jobs)
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
         self._log_handler: logging.Handler | None = None
@@ -60,6 +62,7 @@ class Appliance:
             self.queue = JobQueue(settings, self.jobs.run, settings.workers)
             self.jobs.enqueue, self.jobs.revoke = self.queue.enqueue, self.queue.revoke
             self.jobs.recover(self.queue.pending_task_ids())
+            self.comparisons.recover()
             self.queue.start()
         except BaseException:
             self.stop()

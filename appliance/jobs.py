@@ -137,7 +137,7 @@ class JobService:
         )
         folder = self.folder(job)
         folder.mkdir(parents=True)
-        self._write_spec(job, record.filename_orig)
+        self._write_spec(job, record.filename_orig, record.summary)
         if app.cores(options) > job.cores:
             self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
         with self.db.session() as session:
@@ -369,7 +369,14 @@ class JobService:
                 f"step {number} ended with exit code {code} after {seconds:.2f} s" + (f" ({reason})" if reason else ""),
             )
             self._record_step(
-                job, {"name": spec.name, "argv": spec.argv, "exit_code": code, "seconds": round(seconds, 3)}
+                job,
+                {
+                    "name": spec.name,
+                    "argv": spec.argv,
+                    "exit_code": code,
+                    "seconds": round(seconds, 3),
+                    **self.runner.resources(handle),
+                },
             )
             if reason == "stopping":
                 self._interrupted(job, "the appliance was shut down while it ran")
@@ -500,7 +507,7 @@ class JobService:
                     tar.add(path, arcname=f"job_{job.id}/{path.name}")
         partial.replace(tarball)
 
-    def _write_spec(self, job: Job, filename_orig: str | None = None) -> None:
+    def _write_spec(self, job: Job, filename_orig: str | None = None, summary: dict | None = None) -> None:
         path = self.folder(job) / JOB_SPEC
         previous = json.loads(path.read_text()) if path.exists() else {}
         spec = {
@@ -513,6 +520,8 @@ class JobService:
         }
         if filename_orig is not None:
             spec["filename_orig"] = filename_orig
+        if summary is not None:
+            spec["input_summary"] = summary
         path.write_text(json.dumps(spec, indent=2, default=str))
 
     def _record_step(self, job: Job, step: dict[str, Any]) -> None:

@@ -97,5 +97,22 @@ class Job(Base):
     )
 
 
+class Comparison(Base):
+    """Two finished jobs on one image, cross-matched; the products are in <home>/comparisons/<user>/<id>/."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    user: Mapped[str] = mapped_column(String(128))
+    job_a: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_b: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    radius_arcsec: Mapped[float] = mapped_column(Float)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+    summary: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_comparisons_user_created", "user", "created"),)
+
+
 LIVE_JOB_STATES = ("PENDING", "STARTED", "RUNNING")
 TERMINAL_JOB_STATES = ("SUCCESS", "FAILURE", "TIMED-OUT", "CANCELED", "ABORTED")

@@ -104,14 +104,15 @@ def make_sky(
     seed: int = 20261128,
     noise_jy: float = 1e-4,
     snr_range: tuple[float, float] = (8.0, 200.0),
+    snr_slope: float | None = None,
     beam_arcsec: tuple[float, float, float] = (6.5, 5.5, 30.0),
     pixel_arcsec: float = 1.5,
     center_deg: tuple[float, float] = (150.0, -30.0),
 ) -> Table:
     """Write a synthetic radio image with known point sources and return the truth table.
 
-    Beam-shaped point sources (peak SNR log-uniform in ``snr_range``, at least 4 beams apart and 12 px from the
-    edges) on Gaussian noise correlated on the beam scale and rescaled to ``noise_jy``; SIN projection; the header
+    Beam-shaped point sources (peak SNR log-uniform in ``snr_range``, or dN/dS ∝ S^snr_slope when given, at least
+    4 beams apart and 12 px from the edges) on Gaussian noise correlated on the beam scale and rescaled to ``noise_jy``; SIN projection; the header
     carries BUNIT, the beam and a 1.4 GHz frequency. Truth columns: x, y (0-based pixels), ra, dec (deg), peak_flux
     (Jy/beam), int_flux (Jy; equal to the peak for a point source), snr.
     """
@@ -134,7 +135,12 @@ def make_sky(
         x, y = rng.uniform(12, size - 13, 2)
         if all((x - px) ** 2 + (y - py) ** 2 >= min_sep**2 for px, py in positions):
             positions.append((x, y))
-    snr = np.exp(rng.uniform(np.log(snr_range[0]), np.log(snr_range[1]), n_sources))
+    low, high = snr_range
+    if snr_slope is None:
+        snr = np.exp(rng.uniform(np.log(low), np.log(high), n_sources))
+    else:  # inverse of the cumulative distribution of a power law
+        k = snr_slope + 1.0
+        snr = (rng.uniform(0, 1, n_sources) * (high**k - low**k) + low**k) ** (1.0 / k)
     peaks = snr * noise_jy
 
     # position angle is east of north; with RA increasing to the left, the major axis makes an angle of
@@ -174,3 +180,33 @@ def make_sky(
             "snr": snr,
         }
     )
+
+
+def score_against_truth(found: Table, truth: Table, radius_arcsec: float, snr_min: float = 5.0) -> dict[str, float]:
+    """Completeness: the fraction of truth sources with SNR >= ``snr_min`` that have a detection within the
+    radius. Reliability: the fraction of detections within the radius of any truth source. Flux and peak ratios
+    (median, with the 16th and 84th percentiles of the flux ratio) and the median offset over those matches."""
+    import numpy as np
+    from astropy import units as u
+    from astropy.coordinates import SkyCoord
+
+    if not len(found):
+        return {"detections": 0, "completeness": 0.0, "reliability": 0.0}
+    detected = SkyCoord(np.asarray(found["ra"]), np.asarray(found["dec"]), unit="deg")
+    true = SkyCoord(np.asarray(truth["ra"]), np.asarray(truth["dec"]), unit="deg")
+    index, separation, _ = true.match_to_catalog_sky(detected)
+    bright = np.asarray(truth["snr"]) >= snr_min
+    matched = (separation < radius_arcsec * u.arcsec) & bright
+    _, back, _ = detected.match_to_catalog_sky(true)
+    flux = np.asarray(found["int_flux"])[index[matched]] / np.asarray(truth["int_flux"])[matched]
+    peak = np.asarray(found["peak_flux"])[index[matched]] / np.asarray(truth["peak_flux"])[matched]
+    return {
+        "detections": len(found),
+        "completeness": float(matched.sum() / bright.sum()),
+        "reliability": float((back < radius_arcsec * u.arcsec).mean()),
+        "flux_ratio": float(np.median(flux)),
+        "flux_ratio_p16": float(np.percentile(flux, 16)),
+        "flux_ratio_p84": float(np.percentile(flux, 84)),
+        "peak_ratio": float(np.median(peak)),
+        "offset_arcsec": float(np.median(separation[matched].to_value(u.arcsec))),
+    }

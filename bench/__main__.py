@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["transfer", "jobs"]
+BENCHMARKS = ["transfer", "jobs", "science"]
 
 
 def main() -> int:

@@ -53,6 +53,9 @@ class Runner(Protocol):
     def kill(self, handle: Handle) -> None:
         """Stop it now."""
 
+    def resources(self, handle: Handle) -> dict[str, float]:
+        """What an ended run used, as far as the runner knows: ``cpu_seconds``, ``max_rss_mb``; {} if unknown."""
+
     def reap_orphan(self, handle: Handle) -> bool:
         """After a crash of the appliance: stop the run if it is still the same one. True if something was stopped."""
 

@@ -19,6 +19,7 @@ class LocalRunner:
 
     def __init__(self) -> None:
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._usage: dict[int, dict[str, float]] = {}
 
     def submit(self, spec: RunSpec) -> Handle:
         with spec.log.open("ab") as log:
@@ -42,11 +43,23 @@ class LocalRunner:
         child = self._children.get(handle.data["pid"])
         if child is None:
             raise LookupError(f"process {handle.data['pid']} was not started by this runner")
-        code = child.poll()
-        if code is not None:
-            self._signal_group(handle, signal.SIGKILL)  # leftovers a finder left running in its group
-            del self._children[child.pid]
-        return code
+        # wait4 rather than Popen.poll: the same reaping, plus the resources the process (and the children it
+        # waited for) used
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        child.returncode = os.waitstatus_to_exitcode(status)
+        self._usage[child.pid] = {
+            "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 3),
+            "max_rss_mb": round(usage.ru_maxrss / 1024, 1),  # Linux reports kilobytes
+        }
+        self._signal_group(handle, signal.SIGKILL)  # leftovers a finder left running in its group
+        del self._children[child.pid]
+        return child.returncode
+
+    def resources(self, handle: Handle) -> dict[str, float]:
+        """CPU seconds and peak resident memory of an ended run (its largest process, not the sum of a pool)."""
+        return self._usage.pop(handle.data["pid"], {})
 
     def cancel(self, handle: Handle) -> None:
         self._signal_group(handle, signal.SIGTERM)

@@ -85,9 +85,9 @@ def test_describe_has_caesar_rest_fields():
 
 def test_apps_and_describe_routes(client):
     body = client.get(f"{API}/apps").json()
-    assert body["apps"] == ["caesar", "aegean", "pybdsf"]
+    assert body["apps"] == ["caesar", "aegean", "pybdsf", "sep", "cutex", "mrcnn"]
     for name in body["apps"]:
-        if name != "caesar":
+        if name not in ("caesar", "cutex", "mrcnn"):
             assert body["details"][name]["available"] is True and body["details"][name]["reason"] is None
         described = client.get(f"{API}/app/{name}/describe").json()
         assert described == client.appliance.apps.get(name).describe()
@@ -109,6 +109,24 @@ def test_apps_and_describe_routes(client):
     assert aegean["bkgbox"]["default"] == 100 and aegean["mergethr"]["default"] == 2.6
     assert client.get(f"{API}/app/nope/describe").status_code == 404
     assert client.get(f"{API}/app/pybdsf").json()["options"]["seedthr"]["default"] == 5.0
+    for name, image in (("cutex", "sriggi/cutex-job"), ("mrcnn", "sriggi/mrcnn-detect")):
+        assert body["details"][name]["available"] is False and image in body["details"][name]["reason"]
+    assert set(client.get(f"{API}/app/cutex/describe").json()) == {
+        "seedthr",
+        "npixmin",
+        "npixpsf",
+        "psflimmin",
+        "psflimmax",
+        "no-logredir",
+    }
+    assert client.get(f"{API}/app/mrcnn/describe").json()["scoreThr"]["category"] == "DETECT"
+
+
+def test_container_apps_are_refused_until_a_container_runner_exists(client, image):
+    file_uuid = upload_file(client, image)
+    for app in ("cutex", "mrcnn"):
+        reply = client.post(f"{API}/job", json={"app": app, "data_inputs": file_uuid})
+        assert reply.status_code == 422 and reply.json()["error"] == "app_unavailable"
 
 
 @pytest.mark.parametrize(

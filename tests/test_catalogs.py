@@ -16,6 +16,7 @@ from appliance.catalogs import (
     component_regions,
     normalized_table,
     pixel_ellipses,
+    position_angles,
     write_table,
 )
 
@@ -82,3 +83,11 @@ def test_ellipse_orientation_is_the_same_in_regions_and_picture(east_left, expec
     pixel = component_regions(table)[0].to_pixel(wcs)
     assert pixel.angle.to_value(u.deg) % 180 == pytest.approx(expected, abs=0.1)
     assert pixel.width == pytest.approx(6.0, rel=1e-3) and pixel.height == pytest.approx(2.0, rel=1e-3)
+
+
+@pytest.mark.parametrize("east_left", [True, False])
+def test_position_angles_invert_pixel_angles(east_left):
+    wcs = sky_wcs(east_left)
+    table = components()
+    *_, angle = pixel_ellipses(table, wcs)
+    assert position_angles(table["ra"], table["dec"], angle, wcs)[0] == pytest.approx(30.0, abs=1e-6)

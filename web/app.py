@@ -15,6 +15,7 @@ from litestar.static_files import create_static_files_router
 from appliance import __version__
 from appliance.core import Appliance
 from web.apps import AppsController
+from web.compare import CompareController
 from web.errors import EXCEPTION_HANDLERS
 from web.files import FilesController
 from web.hosts import HostCheck, allowed_host_names
@@ -39,6 +40,7 @@ def create_app(appliance: Appliance) -> Litestar:
             FilesController,
             AppsController,
             JobsController,
+            CompareController,
             health,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],

@@ -135,9 +135,13 @@ class AppRegistry:
     def __init__(self, settings: Settings) -> None:
         from appliance.apps.aegean import Aegean
         from appliance.apps.caesar import Caesar
+        from appliance.apps.containers import Cutex, Mrcnn
         from appliance.apps.pybdsf import PyBDSF
+        from appliance.apps.sepfinder import Sep
 
-        apps: list[App] = [Caesar(settings.caesar_findsource, settings.cores), Aegean(), PyBDSF()]
+        apps: list[App] = [
+            Caesar(settings.caesar_findsource, settings.cores), Aegean(), PyBDSF(), Sep(), Cutex(), Mrcnn(),
+        ]  # fmt: skip
         self.apps = {app.name: app for app in apps}
 
     def __contains__(self, name: object) -> bool:

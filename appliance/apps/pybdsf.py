@@ -158,20 +158,9 @@ def _islands(gaussians: Table, components: Table, wcs: WCS, app: str) -> Table:
     ids = np.asarray(components["island_id"])
     unique = np.unique(ids)
     flux = np.asarray(components["int_flux"])
-    columns: dict[str, list] = {
-        k: []
-        for k in (
-            "island_id",
-            "ra",
-            "dec",
-            "n_components",
-            "peak_flux",
-            "int_flux",
-            "int_flux_err",
-            "local_rms",
-            "background",
-        )
-    }
+    names = ("island_id", "name", "ra", "dec", "n_components", "peak_flux", "int_flux", "int_flux_err", "local_rms",
+             "background")  # fmt: skip
+    columns: dict[str, list] = {k: [] for k in names}
     for island in unique:
         members = ids == island
         weights = np.clip(flux[members], 1e-30, None)
