@@ -276,6 +276,51 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
         )
     axes.set_xlabel("RA")
     axes.set_ylabel("Dec")
-    axes.set_title(f"{title}: {len(components)} components")
+    axes.set_title(f"{title}: {len(components)} components" if len(components) else title)
     figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)
     figure.savefig(out, pil_kwargs={"compress_level": 3})  # fixed margins: bbox_inches="tight" draws twice
+
+
+def sorted_page(table: Table, sort: str, descending: bool, offset: int, limit: int) -> Table:
+    """Rows ``offset`` to ``offset + limit`` after sorting by ``sort`` (NaN last either way)."""
+    if sort not in table.colnames:
+        raise ValueError(f"no column {sort!r}")
+    values = np.asarray(table[sort])
+    if values.dtype.kind in "fc":
+        key = np.where(np.isnan(values), np.inf if not descending else -np.inf, values)
+    else:
+        key = values
+    order = np.argsort(key, kind="stable")
+    if descending:
+        order = order[::-1]
+    return table[order[offset : offset + limit]]
+
+
+def flux_plots(table: Table, histogram: Path, counts: Path, title: str) -> None:
+    """The distribution of integrated fluxes (log bins) and the cumulative source counts N(>S)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    flux = np.asarray(table["int_flux"], dtype=float)
+    flux = flux[np.isfinite(flux) & (flux > 0)] * 1e3  # mJy
+    for path, kind in ((histogram, "histogram"), (counts, "counts")):
+        figure = Figure(figsize=(5, 3.6), dpi=100)
+        axes = figure.add_subplot()
+        if flux.size:
+            if kind == "histogram":
+                bins = np.logspace(np.log10(flux.min()), np.log10(flux.max()) + 1e-9, min(30, max(5, flux.size // 5)))
+                axes.hist(flux, bins=bins, color="tab:blue")
+                axes.set_xscale("log")
+                axes.set_ylabel("components")
+            else:
+                ordered = np.sort(flux)[::-1]
+                axes.loglog(ordered, np.arange(1, ordered.size + 1), drawstyle="steps-post", color="tab:blue")
+                axes.set_ylabel("N(>S)")
+        else:
+            axes.text(0.5, 0.5, "no components", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xlabel("integrated flux (mJy)")
+        axes.set_title(f"{title}: {'flux distribution' if kind == 'histogram' else 'source counts'}")
+        figure.tight_layout()
+        figure.savefig(path)

@@ -7,6 +7,7 @@ import shutil
 import time
 from typing import Any
 
+import psutil
 from astropy.utils import data as astropy_data
 from astropy.utils import iers
 from sqlalchemy import text
@@ -83,6 +84,20 @@ class Appliance:
             logs.detach(self._log_handler)
             self._log_handler = None
         self.lock.release()
+
+    def machine(self) -> dict[str, Any]:
+        """Load of this machine for the overview: CPU, memory, the data disk, and the job cores in use."""
+        memory = psutil.virtual_memory()
+        disk = shutil.disk_usage(self.settings.data_dir)
+        return {
+            "cpu_percent": psutil.cpu_percent(interval=None),
+            "memory_used_bytes": memory.total - memory.available,
+            "memory_total_bytes": memory.total,
+            "disk_free_bytes": disk.free,
+            "disk_total_bytes": disk.total,
+            "cores_busy": self.jobs.cores.busy,
+            "cores_total": self.jobs.cores.total,
+        }
 
     def health(self) -> dict[str, Any]:
         """What /health reports; ``ok`` is false when the database or the queue is not working."""

@@ -248,9 +248,12 @@ def prepare_image(
     dest: Path,
     beam_override: tuple[float, float, float] | None = None,
     beam_fallback: tuple[float, float, float] | None = None,
+    *,
+    with_beam: bool = True,
 ) -> list[str]:
     """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its celestial WCS, the
-    beam in the header, and non-finite pixels as NaN blanks. Returns what was assumed or changed, for the job log."""
+    beam in the header (unless ``with_beam`` is false: a picture needs none), and non-finite pixels as NaN blanks.
+    Returns what was assumed or changed, for the job log."""
     notes: list[str] = []
     with fits.open(source, memmap=True) as hdul:
         hdu = hdul[hdu_index]
@@ -268,7 +271,8 @@ def prepare_image(
         for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
             if key in header:
                 out[key] = header[key]
-        notes += _write_beam(header, out, beam_override, beam_fallback)
+        if with_beam:
+            notes += _write_beam(header, out, beam_override, beam_fallback)
     blanks = int(np.count_nonzero(~np.isfinite(plane)))
     if blanks:
         plane[~np.isfinite(plane)] = np.nan

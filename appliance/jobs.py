@@ -15,16 +15,19 @@ import tarfile
 import threading
 import time
 import uuid as uuidlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from astropy.table import Table
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from appliance.apps import AppRegistry, JobInput
-from appliance.catalogs import write_products
+from appliance.catalogs import flux_plots, write_products
 from appliance.config import Settings
 from appliance.db import Database
 from appliance.errors import (
@@ -35,6 +38,7 @@ from appliance.errors import (
     NotReady,
     Unavailable,
 )
+from appliance.events import ChangeFeed
 from appliance.fitsimage import prepare_image
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job
 from appliance.storage import FileStore, clean_tag
@@ -48,6 +52,7 @@ JOB_LOG = "job.log"
 JOB_SPEC = "job.json"
 _POLL_SECONDS = 0.1
 _JOB_ID_LENGTH = 36
+_PLOTTING = threading.Lock()  # two <img> of one page ask for the two plots of one job at the same time
 
 
 def now() -> datetime:
@@ -71,6 +76,10 @@ class CoreBudget:
             self._free -= cores
             return True
 
+    @property
+    def busy(self) -> int:
+        return self.total - self._free
+
     def release(self, cores: int) -> None:
         with self._changed:
             self._free += cores
@@ -89,6 +98,14 @@ class JobService:
         self.revoke: Callable[[str], None] = _not_started
         self._cancel_requests: dict[str, threading.Event] = {}
         self._stopping = threading.Event()
+        self.changes = ChangeFeed()
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """A transaction that changes what users see: live pages hear of it once it is committed."""
+        with self.db.session() as session:
+            yield session
+        self.changes.publish()
 
     # -- submission and queries ------------------------------------------------------------------------------
 
@@ -140,7 +157,7 @@ class JobService:
         self._write_spec(job, record.filename_orig, record.summary)
         if app.cores(options) > job.cores:
             self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
-        with self.db.session() as session:
+        with self._writing() as session:
             session.add(job)
         self._queue(job)
         log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app_name})
@@ -191,6 +208,12 @@ class JobService:
             ).all()
             return list(jobs), total
 
+    def counts(self, user: str) -> dict[str, int]:
+        """How many of the user's jobs are in each state."""
+        with self.db.session() as session:
+            rows = session.execute(select(Job.state, func.count()).where(Job.user == user).group_by(Job.state)).all()
+        return {state: count for state, count in rows}
+
     def folder(self, job: Job) -> Path:
         return self.settings.jobs_dir / job.user / f"job_{job.id}"
 
@@ -221,6 +244,20 @@ class JobService:
             )
         return job, path
 
+    def flux_plot(self, user: str, job_id: str, name: str) -> Path:
+        """The flux histogram or the source counts of a successful job, drawn once and cached."""
+        job, catalog = self.product(user, job_id, "catalog_components.fits")
+        cache = self.settings.home / "cache" / "plots" / job.id
+        path = cache / name
+        with _PLOTTING:
+            if not path.exists():
+                cache.mkdir(parents=True, exist_ok=True)
+                parts = [cache / ".flux-histogram.part.png", cache / ".source-counts.part.png"]
+                flux_plots(Table.read(catalog), *parts, f"{job.app} {job.id[:8]}")
+                for part in parts:
+                    part.replace(cache / part.name.replace(".part", "").lstrip("."))
+        return path
+
     def files_of(self, user: str, job_id: str) -> tuple[Job, list[Path]]:
         job = self.get(user, job_id)
         folder = self.folder(job)
@@ -246,7 +283,7 @@ class JobService:
                     self.revoke(job.task_id)
                 return "Job canceled and status updated in DB"
             # a worker claimed it meanwhile: stop it as a running job (its own tarball replaces this one)
-        with self.db.session() as session:
+        with self._writing() as session:
             session.execute(update(Job).where(Job.id == job.id).values(status="cancel requested by user"))
         self._cancel_requests.setdefault(job.id, threading.Event()).set()
         deadline = time.monotonic() + self.settings.job_cancel_grace_seconds + 10
@@ -267,13 +304,14 @@ class JobService:
         if folder.exists():
             folder.rename(trash)
         try:
-            with self.db.session() as session:
+            with self._writing() as session:
                 session.execute(Job.__table__.delete().where(Job.id == job.id))
         except BaseException:
             if trash.exists():
                 trash.rename(folder)
             raise
         shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(self.settings.home / "cache" / "plots" / job.id, ignore_errors=True)
         log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
 
     # -- execution (queue worker threads) ---------------------------------------------------------------------
@@ -304,7 +342,7 @@ class JobService:
             self._cancel_requests.pop(job.id, None)
 
     def _claim(self, job: Job) -> bool:
-        with self.db.session() as session:
+        with self._writing() as session:
             claimed = session.execute(
                 update(Job)
                 .where(Job.id == job.id, Job.state == "PENDING")
@@ -393,7 +431,7 @@ class JobService:
         self._collect(job, app, job_input)
 
     def _collect(self, job: Job, app: Any, job_input: JobInput) -> None:
-        with self.db.session() as session:
+        with self._writing() as session:
             session.execute(update(Job).where(Job.id == job.id).values(status="writing the catalogs"))
         try:
             catalog = app.collect(job_input)
@@ -441,7 +479,7 @@ class JobService:
         return None
 
     def _running(self, job: Job, handle: Handle, status: str) -> None:
-        with self.db.session() as session:
+        with self._writing() as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job.id)
@@ -455,7 +493,7 @@ class JobService:
         if job.attempts >= MAX_ATTEMPTS:
             self._end(job, "FAILURE", f"interrupted twice ({why}); submit it again", None)
             return
-        with self.db.session() as session:
+        with self._writing() as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job.id)
@@ -482,7 +520,7 @@ class JobService:
         return {"state": state, "status": status, "exit_code": exit_code, "end_date": now(), "handle": None}
 
     def _finish_if_state(self, job_id: str, states: tuple[str, ...], final: dict[str, Any]) -> bool:
-        with self.db.session() as session:
+        with self._writing() as session:
             return bool(
                 session.execute(update(Job).where(Job.id == job_id, Job.state.in_(states)).values(**final)).rowcount
             )
@@ -584,9 +622,14 @@ class JobService:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
         self._stopping.clear()
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
     def stop(self) -> None:
-        """Stop running jobs (they are re-queued for the next start) so that the queue can stop."""
+        """Stop running jobs (they are re-queued for the next start) so that the queue can stop; end live streams."""
         self._stopping.set()
+        self.changes.close()
         for event in list(self._cancel_requests.values()):
             event.set()  # wake waiting workers; _wait checks the stop flag first
 

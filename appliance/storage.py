@@ -288,6 +288,8 @@ class FileStore:
             path = self.path(record)
             session.delete(record)
         path.unlink(missing_ok=True)
+        for cached in (self.settings.home / "cache").glob(f"*/{file_uuid}.*"):
+            cached.unlink(missing_ok=True)  # the viewer's copy and the quicklook
         log.info("file deleted", extra={"action": "delete", "user": user, "file": file_uuid})
 
     def recover(self) -> dict[str, int]:

@@ -176,3 +176,29 @@ def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow
             assert group_members(int(status["pid"])) == []
             assert http.get(f"/job/{job_id}/output").status_code == 200
         assert second.stop() == 0
+
+
+def test_open_live_pages_do_not_hold_up_shutdown(tmp_path):
+    import threading
+
+    received: list[str] = []
+    with ServerProcess(tmp_path / "home") as server:
+
+        def listen() -> None:
+            try:
+                with httpx.stream("GET", server.url + "/events/overview", timeout=60) as stream:
+                    for chunk in stream.iter_text():
+                        received.append(chunk)
+            except httpx.HTTPError:
+                pass
+
+        listener = threading.Thread(target=listen, daemon=True)
+        listener.start()
+        deadline = time.monotonic() + 20
+        while not any("event: queue" in chunk for chunk in received):
+            assert time.monotonic() < deadline, "no live update arrived"
+            time.sleep(0.05)
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM, timeout=30) == 0
+        assert time.monotonic() - started < 10
+        listener.join(5)

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Litestar, get
+from litestar import Litestar
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.response import Redirect
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.static_files import create_static_files_router
 
 from appliance import __version__
 from appliance.core import Appliance
 from web.apps import AppsController
 from web.compare import CompareController
+from web.dashboard import TEMPLATE_CONFIG, DashboardController
 from web.errors import EXCEPTION_HANDLERS
+from web.events import EventsController
 from web.files import FilesController
 from web.hosts import HostCheck, allowed_host_names
 from web.jobs import JobsController
@@ -27,16 +29,12 @@ SWAGGER = "/static/vendor/swagger-ui"
 JSON_BODY_LIMIT = 1 << 20  # routes that stream uploads lift this themselves
 
 
-@get("/", include_in_schema=False)
-async def index() -> Redirect:
-    return Redirect("/docs")
-
-
 def create_app(appliance: Appliance) -> Litestar:
     settings = appliance.settings
     return Litestar(
         route_handlers=[
-            index,
+            DashboardController,
+            EventsController,
             FilesController,
             AppsController,
             JobsController,
@@ -69,5 +67,7 @@ def create_app(appliance: Appliance) -> Litestar:
                 )
             ],
         ),
+        template_config=TEMPLATE_CONFIG,
+        plugins=[HTMXPlugin()],
         logging_config=None,
     )

@@ -6,6 +6,7 @@ import logging
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.response import Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from appliance import errors
@@ -37,6 +38,18 @@ _HTTP_CODES = {
 }
 
 
+def wants_page(request: Request) -> bool:
+    """A browser asking for a dashboard page gets an error page; scripts and the API get JSON."""
+    path = request.url.path
+    return not path.startswith(("/caesar/api", "/docs", "/static", "/events")) and "text/html" in request.headers.get(
+        "accept", ""
+    )
+
+
+def error_page(title: str, detail: str, status: int) -> Template:
+    return Template("error.html", context={"title": title, "detail": detail, "section": ""}, status_code=status)
+
+
 def error_body(message: str, code: str, **extra: object) -> dict[str, object]:
     return {"status": message, "error": code, **extra}
 
@@ -48,7 +61,7 @@ def http_status_of(exc: errors.ApplianceError) -> int:
     return HTTP_500_INTERNAL_SERVER_ERROR
 
 
-def error_response(request: Request, exc: errors.ApplianceError, **extra: object) -> Response:
+def error_response(request: Request, exc: errors.ApplianceError, **extra: object) -> Response | Template:
     """The JSON reply for a domain error, with the error's details (e.g. each invalid option) and ``extra``."""
     status = http_status_of(exc)
     if status >= 400:
@@ -56,18 +69,22 @@ def error_response(request: Request, exc: errors.ApplianceError, **extra: object
             "request refused",
             extra={"action": "refuse", "path": request.url.path, "error": exc.code, "http_status": status},
         )
+        if wants_page(request):
+            return error_page("Not found" if status == 404 else "Refused", exc.message, status)
     return Response(error_body(exc.message, exc.code, **exc.details, **extra), status_code=status)
 
 
-def domain_error(request: Request, exc: errors.ApplianceError) -> Response:
+def domain_error(request: Request, exc: errors.ApplianceError) -> Response | Template:
     return error_response(request, exc)
 
 
-def http_error(request: Request, exc: HTTPException) -> Response:
+def http_error(request: Request, exc: HTTPException) -> Response | Template:
     status = exc.status_code
     if status >= 500:
         return unexpected_error(request, exc)
     extra = {"details": exc.extra} if isinstance(exc, ValidationException) and exc.extra else {}
+    if wants_page(request):
+        return error_page(exc.detail, exc.detail, status)
     return Response(
         error_body(exc.detail, _HTTP_CODES.get(status, "http_error"), **extra),
         status_code=status,
@@ -75,8 +92,10 @@ def http_error(request: Request, exc: HTTPException) -> Response:
     )
 
 
-def unexpected_error(request: Request, exc: Exception) -> Response:
+def unexpected_error(request: Request, exc: Exception) -> Response | Template:
     log.error("unexpected error", exc_info=exc, extra={"path": request.url.path, "method": request.method})
+    if wants_page(request):
+        return error_page("Something went wrong", "an internal error: the appliance log has the details", 500)
     return Response(
         error_body("internal error: the appliance log has the details", "internal_error"),
         status_code=HTTP_500_INTERNAL_SERVER_ERROR,

@@ -173,7 +173,7 @@ class Aegean(App):
                 {
                     "component_id": range(1, len(components) + 1),
                     "island_id": components["island"],
-                    "name": [f"{i}.{s}" for i, s in zip(components["island"], components["source"], strict=True)],
+                    "name": [f"({i},{s})" for i, s in zip(components["island"], components["source"], strict=True)],
                     "ra": components["ra"],
                     "dec": components["dec"],
                     "ra_err": _arcsec(components["err_ra"]),

@@ -8,7 +8,7 @@ unknown options, wrong JSON types, values out of range or outside the enum are r
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +157,22 @@ class OptionSchema:
         if problems:
             raise InvalidOptions(problems)
         return values
+
+    def from_form(self, form: Mapping[str, str]) -> dict[str, Any]:
+        """Typed job_inputs from an HTML form: checked boxes are true flags, empty fields are left out (so the
+        default applies), numbers are parsed; what does not parse is kept as text for validate() to reject."""
+        given: dict[str, Any] = {}
+        for name, option in self.options.items():
+            raw = form.get(name)
+            if isinstance(option, Flag):
+                if raw is not None:
+                    given[name] = raw not in ("", "off", "false")
+                continue
+            if raw is None or raw.strip() == "":
+                continue
+            kind = getattr(option, "value_type", str)
+            try:
+                given[name] = kind(raw.strip()) if kind in (int, float) else raw
+            except ValueError:
+                given[name] = raw
+        return given

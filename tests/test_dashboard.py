@@ -1,0 +1,208 @@
+"""The dashboard in a real browser (Debian's chromium driven by Playwright) against a real appliance process:
+upload through the page, a job through the generated form, SUCCESS arriving live, the sky viewer with its
+ellipses, a click selecting the catalog row, and no request leaving the machine. Screenshots of the main pages
+go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from appliance.testing import ServerProcess, make_sky
+from tests.conftest import REPO
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("dash") / "home") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Debian's chromium is needed for the dashboard tests: ./manage test installs it (apt chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    """A page whose every request to a host other than the appliance is blocked and recorded."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    outside: list[str] = []
+    local = re.compile(rf"^{re.escape(server.url)}(/|$)")
+
+    def guard(route):
+        if local.match(route.request.url):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", guard)
+    page = context.new_page()
+    page.outside = outside
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.js_errors = errors
+    yield page
+    context.close()
+    assert outside == [], f"requests left the machine: {outside[:5]}"
+
+
+def shoot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def sky_image(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("browser-sky") / "browser-sky.fits"
+    make_sky(path, size=256, n_sources=20)
+    return path
+
+
+def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/")
+    expect(page.locator("h1")).to_have_text("Overview")
+    shoot(page, "overview-empty")
+
+    # upload through the page: the file input sends it with a progress bar
+    page.goto(server.url + "/files")
+    page.set_input_files("#file-input", str(sky_image))
+    ready = page.locator("#uploads li.done a")
+    expect(ready).to_have_text(re.compile(r"ready: 256 × 256"), timeout=30000)
+    expect(page.locator("#files-table")).to_contain_text("browser-sky.fits")
+    assert page.locator("#uploads progress").evaluate("p => p.value === p.max")
+    shoot(page, "files")
+
+    # the file page: header summary, quicklook, and the form generated from aegean's schema
+    ready.click()
+    expect(page.locator("h1")).to_have_text("browser-sky.fits")
+    expect(page.locator("table.facts")).to_contain_text("6.50″ × 5.50″")
+    expect(page.locator("#opt-seedthr")).to_have_value("5.0")
+    assert page.locator("#opt-ncores").get_attribute("max") == "100"
+    assert page.locator("#opt-save-bkgmap").get_attribute("type") == "checkbox"
+    page.wait_for_function("document.querySelector('img.quicklook').complete")
+    shoot(page, "file")
+
+    # invalid values come back next to their field, without leaving the page
+    page.fill("#opt-seedthr", "2")
+    page.fill("#opt-mergethr", "3")
+    page.click("#run-form button[type=submit]")
+    expect(page.locator("#err-mergethr")).to_contain_text("must be below seedthr")
+    expect(page.locator(".field.invalid #opt-mergethr")).to_have_count(1)
+
+    # a valid run goes to the job page, which follows the job live
+    page.fill("#opt-seedthr", "5")
+    page.fill("#opt-mergethr", "2.6")
+    page.fill("#opt-ncores", "2")
+    page.click("#run-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+    page.evaluate("window.__sameDocument = true")
+    expect(page.locator("#job-state")).to_have_text("SUCCESS", timeout=120000)
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded instead of updating live"
+    expect(page.locator("#job-log")).to_contain_text("SUCCESS")
+
+    # the viewer shows the image and every component as an ellipse; a click inside one selects its row
+    page.wait_for_function("window.__viewer && window.__viewer.image && window.__viewer.catalog", timeout=60000)
+    assert page.evaluate("window.__viewer.sources") == 20
+    assert page.evaluate("window.__viewer.error") is None
+    expect(page.locator("table.catalog tbody tr")).to_have_count(20)
+    target = page.locator("table.catalog tbody tr").nth(3).get_attribute("data-component")
+    page.locator("#viewer").scroll_into_view_if_needed()
+    position = page.evaluate(f"window.caesarViewer.screenPosition({target})")
+    page.mouse.click(position["x"], position["y"])
+    expect(page.locator(f'table.catalog tr.selected[data-component="{target}"]')).to_have_count(1)
+    # and selecting a row selects it in the viewer
+    other = page.locator("table.catalog tbody tr").nth(0)
+    other.click()
+    expect(other).to_have_class(re.compile("selected"))
+    assert page.evaluate("window.caesarViewer.catalog.getSources().filter(s => s.isSelected).length") == 1
+    shoot(page, "job")
+
+    # the catalog table sorts (here by RA ascending) without leaving the page
+    page.click("table.catalog th a:text('RA (°)')")
+    page.wait_for_timeout(300)
+    page.click("table.catalog th a:text('RA (°)')")
+    expect(page.locator("table.catalog th[aria-sort=ascending]")).to_contain_text("RA")
+    ras = [float(t) for t in page.locator("table.catalog tbody tr td:nth-child(3)").all_inner_texts()]
+    assert ras == sorted(ras)
+
+    page.goto(server.url + "/jobs")
+    expect(page.locator("#jobs-table")).to_contain_text("SUCCESS")
+    shoot(page, "jobs")
+    page.goto(server.url + "/apps")
+    expect(page.locator("#app-caesar")).to_contain_text("not available")
+    shoot(page, "apps")
+    page.goto(server.url + "/")
+    shoot(page, "overview")
+    assert page.js_errors == []
+
+
+def test_jobs_list_updates_live(page, server, sky_image):
+    from playwright.sync_api import expect
+
+    page.goto(server.url + "/jobs")
+    page.evaluate("window.__sameDocument = true")
+    with httpx.Client(base_url=server.api) as http:
+        file_uuid = http.post("/upload", files={"file": ("live.fits", sky_image.read_bytes())}).json()["uuid"]
+        job_id = http.post("/job", json={"app": "sep", "data_inputs": file_uuid, "tag": "live"}).json()["job_id"]
+    row = page.locator(f'#jobs-table tr:has(a[href="/jobs/{job_id}"])')
+    expect(row).to_contain_text("SUCCESS", timeout=60000)
+    assert page.evaluate("window.__sameDocument") is True
+
+
+def test_pages_read_without_javascript(browser, server):
+    context = browser.new_context(java_script_enabled=False)
+    page = context.new_page()
+    for path, heading in (("/", "Overview"), ("/files", "Files"), ("/jobs", "Jobs"), ("/apps", "Apps")):
+        page.goto(server.url + path)
+        assert page.locator("h1").inner_text() == heading
+    page.goto(server.url + "/jobs")
+    page.locator("#jobs-table a").first.click()
+    assert page.locator("#job-state").inner_text() in ("SUCCESS", "FAILURE")
+    assert "catalog" in page.locator("#results").inner_text().lower()
+    context.close()
+
+
+def test_large_image_in_the_viewer(page, server, tmp_path):
+    """An 8192² image (256 MB) is shown through a 4096² block-averaged copy; the time to show it is printed."""
+    big = tmp_path / "big8192.fits"
+    make_sky(big, size=8192, n_sources=200, seed=5)
+    with httpx.Client(base_url=server.api, timeout=300) as http:
+        file_uuid = http.put("/upload/big8192.fits", content=big.read_bytes()).json()["uuid"]
+        job_id = http.post("/job", json={"app": "sep", "data_inputs": file_uuid}).json()["job_id"]
+        deadline = time.monotonic() + 300
+        while http.get(f"/job/{job_id}/status").json()["state"] not in ("SUCCESS", "FAILURE"):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        http.get(f"{server.url}/files/{file_uuid}/view.fits")  # made once, then cached
+    started = time.monotonic()
+    page.goto(f"{server.url}/jobs/{job_id}")
+    page.wait_for_function("window.__viewer && window.__viewer.image && window.__viewer.catalog", timeout=120000)
+    seconds = time.monotonic() - started
+    sources = page.evaluate("window.__viewer.sources")
+    print(f"\nviewer: 8192² image (shown as its 4096² block average) with {sources} ellipses in {seconds:.1f} s")
+    assert sources >= 150 and page.evaluate("window.__viewer.error") is None
+    shoot(page, "job-8192")

@@ -1,0 +1,70 @@
+"""The dashboard's pages without a browser: they render without JavaScript, forms work as plain HTML forms, errors
+are pages, and the live streams send fragments."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import API, upload_file, wait_for_job
+
+HTML = {"accept": "text/html"}
+
+
+def test_every_page_renders_and_loads_nothing_from_outside(client, image):
+    file_uuid = upload_file(client, image)
+    for path in ("/", "/files", f"/files/{file_uuid}", "/jobs", "/apps", f"/files/{file_uuid}/delete"):
+        reply = client.get(path, headers=HTML)
+        assert reply.status_code == 200, path
+        assert "text/html" in reply.headers["content-type"]
+        assert not re.search(r"(src|href)=\"(https?:)?//", reply.text), f"{path} loads from outside"
+    assert client.get(f"/files/{file_uuid}/quicklook.png").content.startswith(b"\x89PNG")
+    assert client.get(f"/files/{file_uuid}/view.fits").content.startswith(b"SIMPLE  =")
+
+
+def test_the_form_works_without_javascript(client, sky):
+    file_uuid = upload_file(client, sky[0])
+    refused = client.post(f"/files/{file_uuid}/run", data={"app": "aegean", "seedthr": "2", "mergethr": "3"},
+                          headers=HTML)  # fmt: skip
+    assert refused.status_code == 422 and 'id="err-mergethr"' in refused.text and "<h1>" in refused.text
+    typed = client.post(f"/files/{file_uuid}/run", data={"app": "aegean", "ncores": "two"}, headers=HTML)
+    assert typed.status_code == 422 and "must be an integer" in typed.text
+    accepted = client.post(f"/files/{file_uuid}/run", data={"app": "sep", "npixmin": "6", "tag": "form"},
+                           follow_redirects=False)  # fmt: skip
+    assert accepted.status_code == 303
+    job_id = accepted.headers["location"].rsplit("/", 1)[1]
+    job = client.get(f"{API}/job/{job_id}").json()
+    assert job["options"]["npixmin"] == 6 and job["tag"] == "form" and job["app"] == "sep"
+    assert wait_for_job(client, job_id)["state"] == "SUCCESS"
+    page = client.get(f"/jobs/{job_id}", headers=HTML).text
+    assert "Components (20)" in page and "data-viewer" in page and "catalog?kind=components&amp;format=votable" in page
+    table = client.get(f"/jobs/{job_id}/table", params={"sort": "ra", "order": "asc"}).text
+    assert 'aria-sort="ascending"' in table and table.count("<tr data-component") == 20
+    for plot in ("flux-histogram.png", "source-counts.png"):
+        assert client.get(f"/jobs/{job_id}/plots/{plot}").content.startswith(b"\x89PNG")
+
+
+def test_upload_and_delete_with_plain_forms(client, image, tmp_path):
+    reply = client.post("/files", files={"file": ("plain.fits", image.read_bytes())}, data={"tag": "plain"},
+                        follow_redirects=False)  # fmt: skip
+    assert reply.status_code == 303
+    file_uuid = reply.headers["location"].rsplit("/", 1)[1]
+    bad = client.post("/files", files={"file": ("notes.txt", b"hello")}, headers=HTML)
+    assert bad.status_code == 415 and "not a FITS file name" in bad.text and "<h1>Files</h1>" in bad.text
+    assert client.post(f"/files/{file_uuid}/delete", follow_redirects=False).status_code == 303
+    assert client.get(f"{API}/fileids").json() == []
+
+
+def test_errors_are_pages_for_browsers_and_json_for_scripts(client):
+    page = client.get("/files/" + "0" * 32, headers=HTML)
+    assert page.status_code == 404 and "<h1>Not found</h1>" in page.text
+    assert client.get("/files/" + "0" * 32).json()["error"] == "file_not_found"
+    assert client.get("/no/such/page", headers=HTML).status_code == 404
+
+
+def test_live_stream_of_a_finished_job(client, sky):
+    file_uuid = upload_file(client, sky[0])
+    job_id = client.post(f"{API}/job", json={"app": "sep", "data_inputs": file_uuid}).json()["job_id"]
+    wait_for_job(client, job_id)
+    with client.stream("GET", f"/events/jobs/{job_id}") as stream:
+        text = "".join(stream.iter_text())
+    assert "event: status" in text and 'class="state success"' in text and "event: done" in text

@@ -1,0 +1,371 @@
+"""The browser dashboard: server-rendered pages (Jinja2) that read without JavaScript, htmx fragments for the parts
+that change, and live updates over server-sent events (web/events.py)."""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from litestar import Controller, Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import RequestEncodingType
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
+from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import File, Redirect, Template
+from litestar.template import TemplateConfig
+
+from appliance import __version__
+from appliance.apps import App
+from appliance.catalogs import sorted_page
+from appliance.core import Appliance
+from appliance.errors import ApplianceError, InvalidOptions, NotFound
+from appliance.jobs import JOB_LOG, job_document
+from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES
+from appliance.quicklook import quicklook_png, view_fits
+from web.errors import http_status_of
+from web.uploads import receive_upload
+
+TEMPLATES = Path(__file__).with_name("templates")
+PAGE_SIZE = 25
+CATALOG_PAGE = 50
+LOG_TAIL_BYTES = 64 << 10
+CATALOG_COLUMNS = [
+    ("component_id", "#"), ("name", "name"), ("ra", "RA (°)"), ("dec", "Dec (°)"), ("peak_flux", "peak (mJy/beam)"),
+    ("int_flux", "flux (mJy)"), ("major", "major (″)"), ("minor", "minor (″)"), ("pa", "PA (°)"),
+    ("local_rms", "rms (mJy/beam)"), ("flags", "flags"),
+]  # fmt: skip
+
+
+def _bytes(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def _when(value: datetime | str | None) -> str:
+    if value is None:
+        return "—"
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _mjy(value: float, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value * 1e3:.{digits}g}"
+
+
+def _num(value: float) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
+def _register(engine: JinjaTemplateEngine) -> None:
+    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num)
+    engine.engine.globals.update(version=__version__)
+
+
+TEMPLATE_CONFIG = TemplateConfig(directory=TEMPLATES, engine=JinjaTemplateEngine, engine_callback=_register)
+
+
+def option_groups(app: App) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The app's options as the form and the apps page show them: by category (and subcategory), in order."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for name, option in app.describe().items():
+        label = option["category"] + (f" / {option['subcategory']}" if option["subcategory"] else "")
+        groups.setdefault(label, []).append({"name": name, **option})
+    return list(groups.items())
+
+
+def app_list(appliance: Appliance) -> list[dict[str, Any]]:
+    result = []
+    for app in appliance.apps.apps.values():
+        availability = app.availability()
+        result.append({"name": app.name, "title": app.title, "description": app.description,
+                       "available": availability.available, "reason": availability.reason,
+                       "options": app.describe(), "groups": option_groups(app)})  # fmt: skip
+    return result
+
+
+def page(title: str, section: str, template: str, status_code: int = 200, **context: Any) -> Template:
+    return Template(template, context={"title": title, "section": section, **context}, status_code=status_code)
+
+
+def jobs_with_files(appliance: Appliance, user: str, jobs: list) -> list[dict[str, Any]]:
+    names = {}
+    for job in jobs:
+        if job.data_inputs not in names:
+            try:
+                names[job.data_inputs] = appliance.files.get(user, job.data_inputs).filename_orig
+            except NotFound:
+                names[job.data_inputs] = None
+    return [{**job_document(job), "file": names[job.data_inputs]} for job in jobs]
+
+
+def overview_context(appliance: Appliance, user: str) -> dict[str, Any]:
+    jobs, _ = appliance.jobs.list(user, limit=10)
+    return {"counts": appliance.jobs.counts(user), "machine": appliance.machine(),
+            "jobs": jobs_with_files(appliance, user, jobs)}  # fmt: skip
+
+
+def jobs_context(appliance: Appliance, user: str, state: str | None, app: str | None, tag: str | None,
+                 page_number: int) -> dict[str, Any]:  # fmt: skip
+    jobs, total = appliance.jobs.list(user, state=state or None, app=app or None, tag=tag or None,
+                                      limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE)  # fmt: skip
+    filters = {k: v for k, v in (("state", state), ("app", app), ("tag", tag)) if v}
+    return {
+        "jobs": jobs_with_files(appliance, user, jobs),
+        "page": page_number,
+        "pages": max(1, math.ceil(total / PAGE_SIZE)),
+        "total": total,
+        "query": urlencode(filters),
+        "page_query": lambda n: urlencode({**filters, "page": n}),
+    }
+
+
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def readable_log(data: bytes) -> str:
+    """Log bytes as text for a page: finders colour their output with terminal escape codes."""
+    return _TERMINAL_CODES.sub("", data.decode("utf-8", errors="replace"))
+
+
+def log_tail(appliance: Appliance, job: Any) -> tuple[str, int]:
+    """The end of the job's log (at most LOG_TAIL_BYTES) and the log's size."""
+    path = appliance.jobs.folder(job) / JOB_LOG
+    if not path.is_file():
+        return "", 0
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, size - LOG_TAIL_BYTES))
+        return readable_log(f.read()), size
+
+
+def catalog_context(appliance: Appliance, user: str, job_id: str, sort: str, order: str,
+                    page_number: int) -> dict[str, Any]:  # fmt: skip
+    from astropy.table import Table
+
+    job, path = appliance.jobs.product(user, job_id, "catalog_components.fits")
+    table = Table.read(path)
+    sort = sort if sort in dict(CATALOG_COLUMNS) else "int_flux"
+    descending = order != "asc"
+    total = len(table)
+    pages = max(1, math.ceil(total / CATALOG_PAGE))
+    page_number = min(max(1, page_number), pages)
+    rows = sorted_page(table, sort, descending, (page_number - 1) * CATALOG_PAGE, CATALOG_PAGE)
+    return {
+        "columns": CATALOG_COLUMNS,
+        "rows": rows,
+        "sort": sort,
+        "descending": descending,
+        "page": page_number,
+        "pages": pages,
+        "total": total,
+        "first": (page_number - 1) * CATALOG_PAGE + 1,
+        "last": min(total, page_number * CATALOG_PAGE),
+        "n_components": total,
+        "table_query": lambda n: urlencode({"sort": sort, "order": order, "page": n}),
+    }
+
+
+def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_flux", order: str = "desc",
+                page_number: int = 1) -> dict[str, Any]:  # fmt: skip
+    job = appliance.jobs.get(user, job_id)
+    try:
+        file = appliance.files.get(user, job.data_inputs)
+    except NotFound:
+        file = None
+    log, _ = log_tail(appliance, job)
+    context: dict[str, Any] = {"job": job_document(job), "file": file, "log": log, "live": job.state in LIVE_JOB_STATES}
+    if job.state == "SUCCESS":
+        context.update(catalog_context(appliance, user, job_id, sort, order, page_number))
+        if file is not None:
+            scale = (file.summary.get("pixel_scale_arcsec") or [1.0])[0]
+            context["image_size_deg"] = max(file.summary["shape"]) * scale / 3600.0
+    return context
+
+
+class DashboardController(Controller):
+    include_in_schema = False
+
+    @get("/", sync_to_thread=True)
+    def overview(self, appliance: NamedDependency[Appliance], user: NamedDependency[str]) -> Template:
+        return page("Overview", "Overview", "overview.html", **overview_context(appliance, user))
+
+    @get("/files", sync_to_thread=True)
+    def files(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+              tag: FromQuery[str | None] = None,
+              page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+        return page("Files", "Files", "files.html", **self._files_context(appliance, user, tag, page_number))
+
+    @get("/files/table", sync_to_thread=True)
+    def files_table(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                    tag: FromQuery[str | None] = None,
+                    page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+        return Template("fragments/files_table.html", context=self._files_context(appliance, user, tag, page_number))
+
+    @staticmethod
+    def _files_context(appliance: Appliance, user: str, tag: str | None, page_number: int) -> dict[str, Any]:
+        records, total = appliance.files.list(user, tag=tag or None, limit=PAGE_SIZE,
+                                              offset=(page_number - 1) * PAGE_SIZE)  # fmt: skip
+        filters = {"tag": tag} if tag else {}
+        return {"files": records, "tag": tag, "page": page_number, "pages": max(1, math.ceil(total / PAGE_SIZE)),
+                "total": total, "query": urlencode({**filters, "page": page_number}),
+                "page_query": lambda n: urlencode({**filters, "page": n})}  # fmt: skip
+
+    @post("/files", request_max_body_size=None)
+    async def upload(self, request: Request, appliance: NamedDependency[Appliance],
+                     user: NamedDependency[str]) -> Redirect | Template:  # fmt: skip
+        """The upload form without JavaScript (the page's script sends each file to the API with a progress bar)."""
+        try:
+            record = await receive_upload(request, appliance.files, user)
+        except ApplianceError as exc:
+            context = self._files_context(appliance, user, None, 1)
+            return page("Files", "Files", "files.html", status_code=http_status_of(exc), message=exc.message,
+                        message_kind="error", **context)  # fmt: skip
+        return Redirect(f"/files/{record.uuid}", status_code=303)
+
+    @get("/files/{file_uuid:str}", sync_to_thread=True)
+    def file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str],
+             app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        record = appliance.files.get(user, file_uuid)
+        jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
+        return page(record.filename_orig, "Files", "file.html", apps=app_list(appliance),
+                    jobs=jobs_with_files(appliance, user, jobs), **self._form_context(appliance, record, app))  # fmt: skip
+
+    @staticmethod
+    def _form_context(appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
+                      errors: dict | None = None, error_message: str = "") -> dict[str, Any]:  # fmt: skip
+        apps = appliance.apps.apps
+        if app_name not in apps:
+            available = [a for a in apps.values() if a.availability().available]
+            app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
+        app = apps[app_name]
+        availability = app.availability()
+        return {"file": record, "app": app, "groups": option_groups(app), "values": values or {},
+                "errors": errors or {}, "error_message": error_message, "app_available": availability.available,
+                "app_reason": availability.reason}  # fmt: skip
+
+    @get("/files/{file_uuid:str}/form", sync_to_thread=True)
+    def options_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                     file_uuid: FromPath[str], app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        record = appliance.files.get(user, file_uuid)
+        return Template("fragments/options_form.html", context=self._form_context(appliance, record, app))
+
+    @post("/files/{file_uuid:str}/run", sync_to_thread=True)
+    def run(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+            file_uuid: FromPath[str],
+            data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response | Template:  # fmt: skip
+        """Submit the generated form: on success go to the job; otherwise show every problem next to its field."""
+        record = appliance.files.get(user, file_uuid)
+        app_name = data.get("app")
+        values = {k: v for k, v in data.items() if isinstance(v, str)}
+        try:
+            app = appliance.apps.get(str(app_name))
+            job = appliance.jobs.submit(user, app.name, app.schema.from_form(values), file_uuid,
+                                        values.get("tag") or None)  # fmt: skip
+        except ApplianceError as exc:
+            errors = exc.problems if isinstance(exc, InvalidOptions) else {}
+            context = self._form_context(appliance, record, str(app_name), values, errors, exc.message)
+            status = 422 if isinstance(exc, InvalidOptions) else http_status_of(exc)
+            if request.htmx:
+                return Template("fragments/options_form.html", context=context, status_code=status)
+            jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
+            return page(record.filename_orig, "Files", "file.html", status_code=status, apps=app_list(appliance),
+                        jobs=jobs_with_files(appliance, user, jobs), **context)  # fmt: skip
+        if request.htmx:
+            return Response(None, status_code=200, headers={"HX-Redirect": f"/jobs/{job.id}"})
+        return Redirect(f"/jobs/{job.id}", status_code=303)
+
+    @get("/files/{file_uuid:str}/quicklook.png", sync_to_thread=True)
+    def quicklook(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                  file_uuid: FromPath[str]) -> File:  # fmt: skip
+        record, source = appliance.files.open_path(user, file_uuid)
+        return File(quicklook_png(record, source, appliance.settings.home / "cache"), media_type="image/png",
+                    content_disposition_type="inline")  # fmt: skip
+
+    @get("/files/{file_uuid:str}/view.fits", sync_to_thread=True)
+    def view(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+             file_uuid: FromPath[str]) -> File:  # fmt: skip
+        """The validated image as the sky viewer reads it (2-D; block-averaged when larger than 4096 pixels)."""
+        record, source = appliance.files.open_path(user, file_uuid)
+        return File(view_fits(record, source, appliance.settings.home / "cache"), media_type="application/fits",
+                    content_disposition_type="inline")  # fmt: skip
+
+    @get("/files/{file_uuid:str}/delete", sync_to_thread=True)
+    def confirm_delete(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                       file_uuid: FromPath[str]) -> Template:  # fmt: skip
+        return page("Delete", "Files", "delete_file.html", file=appliance.files.get(user, file_uuid))
+
+    @post("/files/{file_uuid:str}/delete", sync_to_thread=True)
+    def delete_file(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                    file_uuid: FromPath[str]) -> Redirect | Template:  # fmt: skip
+        try:
+            record = appliance.files.get(user, file_uuid)
+            appliance.files.delete(user, file_uuid)
+            message, kind, status = f"{record.filename_orig} deleted.", "info", 200
+        except ApplianceError as exc:
+            message, kind, status = exc.message, "error", http_status_of(exc)
+        context = {**self._files_context(appliance, user, None, 1), "message": message, "message_kind": kind}
+        if request.htmx:
+            return Template("fragments/files_table.html", context=context, status_code=200)
+        if status != 200:
+            return page("Files", "Files", "files.html", status_code=status, **context)
+        return Redirect("/files", status_code=303)
+
+    @get("/jobs", sync_to_thread=True)
+    def jobs(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+             job_state: Annotated[str | None, QueryParameter(name="state")] = None, app: FromQuery[str | None] = None,
+             tag: FromQuery[str | None] = None,
+             page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+        context = jobs_context(appliance, user, job_state, app, tag, page_number)
+        states = list(LIVE_JOB_STATES) + [s for s in TERMINAL_JOB_STATES if s != "ABORTED"]
+        return page("Jobs", "Jobs", "jobs.html", state=job_state, app=app, tag=tag, states=states,
+                    app_names=list(appliance.apps.apps), **context)  # fmt: skip
+
+    @get("/jobs/{job_id:str}", sync_to_thread=True)
+    def job(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
+            sort: FromQuery[str] = "int_flux", order: FromQuery[str] = "desc",
+            page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+        context = job_context(appliance, user, job_id, sort, order, page_number)
+        return page(f"Job {job_id[:8]}", "Jobs", "job.html", **context)
+
+    @get("/jobs/{job_id:str}/results", sync_to_thread=True)
+    def results(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                job_id: FromPath[str]) -> Template:  # fmt: skip
+        """Products, viewer, catalog and plots, fetched by the page when the job ends."""
+        return Template("fragments/results.html", context=job_context(appliance, user, job_id))
+
+    @get("/jobs/{job_id:str}/table", sync_to_thread=True)
+    def table(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
+              sort: FromQuery[str] = "int_flux", order: FromQuery[str] = "desc",
+              page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+        context = catalog_context(appliance, user, job_id, sort, order, page_number)
+        return Template("fragments/catalog_table.html", context={"job": {"job_id": job_id}, **context})
+
+    @get("/jobs/{job_id:str}/plots/{name:str}", sync_to_thread=True)
+    def plot(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
+             name: FromPath[str]) -> File:  # fmt: skip
+        if name not in ("flux-histogram.png", "source-counts.png"):
+            raise NotFound("not_found", f"no plot {name}")
+        return File(appliance.jobs.flux_plot(user, job_id, name), media_type="image/png",
+                    content_disposition_type="inline")  # fmt: skip
+
+    @post("/jobs/{job_id:str}/cancel", sync_to_thread=True)
+    def cancel(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+               job_id: FromPath[str]) -> Redirect | Template:  # fmt: skip
+        appliance.jobs.cancel(user, job_id)
+        if request.htmx:
+            return Template(
+                "fragments/job_status.html", context={"job": job_document(appliance.jobs.get(user, job_id))}
+            )
+        return Redirect(f"/jobs/{job_id}", status_code=303)
+
+    @get("/apps", sync_to_thread=True)
+    def apps(self, appliance: NamedDependency[Appliance]) -> Template:
+        return page("Apps", "Apps", "apps.html", apps=app_list(appliance))
