@@ -134,11 +134,15 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     position = page.evaluate(f"window.caesarViewer.screenPosition({target})")
     page.mouse.click(position["x"], position["y"])
     expect(page.locator(f'table.catalog tr.selected[data-component="{target}"]')).to_have_count(1)
-    # and selecting a row selects it in the viewer
+    # and selecting a row selects it in the viewer, with the mouse or the keyboard
     other = page.locator("table.catalog tbody tr").nth(0)
     other.click()
     expect(other).to_have_class(re.compile("selected"))
     assert page.evaluate("window.caesarViewer.catalog.getSources().filter(s => s.isSelected).length") == 1
+    third = page.locator("table.catalog tbody tr").nth(2)
+    third.focus()
+    page.keyboard.press("Enter")
+    expect(third).to_have_class(re.compile("selected"))
     shoot(page, "job")
 
     # the catalog table sorts (here by RA ascending) without leaving the page
@@ -158,6 +162,30 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     page.goto(server.url + "/")
     shoot(page, "overview")
     assert page.js_errors == []
+
+
+def test_files_dropped_on_the_page_upload(page, server, tmp_path):
+    import base64
+
+    from playwright.sync_api import expect
+
+    from tests.conftest import write_image
+
+    dropped = write_image(tmp_path / "dropped.fits", shape=(48, 64))
+    page.goto(server.url + "/files")
+    payload = base64.b64encode(dropped.read_bytes()).decode()
+    page.evaluate(
+        """payload => {
+            const bytes = Uint8Array.from(atob(payload), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.fits"));
+            document.getElementById("upload-form").dispatchEvent(
+                new DragEvent("drop", {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""",
+        payload,
+    )
+    expect(page.locator("#uploads li.done a")).to_have_text("ready: 64 × 48", timeout=30000)
+    expect(page.locator("#files-table")).to_contain_text("dropped.fits")
 
 
 def test_jobs_list_updates_live(page, server, sky_image):
