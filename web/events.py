@@ -41,14 +41,16 @@ async def changes(appliance: Appliance, wait: float = KEEPALIVE_SECONDS) -> Asyn
             yield True
 
 
-async def fragments(request: Request, appliance: Appliance,
-                    render_all: Callable[[], dict[str, str]]) -> AsyncGenerator[ServerSentEventMessage, None]:  # fmt: skip
-    """One event per fragment whose HTML changed; a comment now and then keeps idle connections open."""
+async def fragments(request: Request, appliance: Appliance, render_all: Callable[[], dict[str, str]],
+                    refresh_when_idle: bool = False) -> AsyncGenerator[ServerSentEventMessage, None]:  # fmt: skip
+    """One event per fragment whose HTML changed; a comment now and then keeps idle connections open. With
+    ``refresh_when_idle`` the fragments are also re-rendered when nothing changed (the machine's load moves on)."""
     sent: dict[str, str] = {}
     async for changed in changes(appliance):
         if not changed:
             yield ServerSentEventMessage(comment="keepalive")
-            continue
+            if not refresh_when_idle:
+                continue
         for event, html in (await anyio.to_thread.run_sync(render_all)).items():
             if sent.get(event) != html:
                 sent[event] = html
@@ -67,7 +69,7 @@ class EventsController(Controller):
             return {"queue": render(request, "fragments/queue.html", context),
                     "recent": render(request, "fragments/jobs_table.html", context)}  # fmt: skip
 
-        return ServerSentEvent(fragments(request, appliance, render_all))
+        return ServerSentEvent(fragments(request, appliance, render_all, refresh_when_idle=True))
 
     @get("/jobs")
     async def jobs(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
