@@ -22,27 +22,16 @@ from astropy.wcs import WCS
 
 JY_BEAM = u.Jy / u.beam
 
-# name, unit, UCD, description
-COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
-    ("component_id", None, "meta.id;meta.main", "component number in this catalog, from 1"),
-    ("island_id", None, "meta.id.parent", "island the component belongs to"),
-    ("name", None, "meta.id", "the finder's own name of the component"),
+# name, unit, UCD, description; columns both kinds share are defined once
+_POSITION = [
     ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension (ICRS)"),
     ("dec", u.deg, "pos.eq.dec;meta.main", "declination (ICRS)"),
-    ("ra_err", u.arcsec, "stat.error;pos.eq.ra", "uncertainty of ra"),
-    ("dec_err", u.arcsec, "stat.error;pos.eq.dec", "uncertainty of dec"),
+]
+_PIXEL = [
     ("x", u.pix, "pos.cartesian.x;instr.det", "pixel column, 0-based"),
     ("y", u.pix, "pos.cartesian.y;instr.det", "pixel row, 0-based"),
-    ("peak_flux", JY_BEAM, "phot.flux.density;stat.max", "peak surface brightness"),
-    ("peak_flux_err", JY_BEAM, "stat.error;phot.flux.density;stat.max", "uncertainty of peak_flux"),
-    ("int_flux", u.Jy, "phot.flux.density", "integrated flux density"),
-    ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
-    ("major", u.arcsec, "phys.angSize.smajAxis", "FWHM of the major axis"),
-    ("major_err", u.arcsec, "stat.error;phys.angSize.smajAxis", "uncertainty of major"),
-    ("minor", u.arcsec, "phys.angSize.sminAxis", "FWHM of the minor axis"),
-    ("minor_err", u.arcsec, "stat.error;phys.angSize.sminAxis", "uncertainty of minor"),
-    ("pa", u.deg, "pos.posAng", "position angle of the major axis, east of north"),
-    ("pa_err", u.deg, "stat.error;pos.posAng", "uncertainty of pa"),
+]
+_NOISE_AND_ORIGIN = [
     ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
     ("background", JY_BEAM, "instr.background", "local background level"),
     (
@@ -53,28 +42,41 @@ COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
     ),
     ("app", None, "meta.code", "finder that produced the row"),
 ]
+_INT_FLUX = [
+    ("int_flux", u.Jy, "phot.flux.density", "integrated flux density"),
+    ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
+]
+
+COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
+    ("component_id", None, "meta.id;meta.main", "component number in this catalog, from 1"),
+    ("island_id", None, "meta.id.parent", "island the component belongs to"),
+    ("name", None, "meta.id", "the finder's own name of the component"),
+    *_POSITION,
+    ("ra_err", u.arcsec, "stat.error;pos.eq.ra", "uncertainty of ra"),
+    ("dec_err", u.arcsec, "stat.error;pos.eq.dec", "uncertainty of dec"),
+    *_PIXEL,
+    ("peak_flux", JY_BEAM, "phot.flux.density;stat.max", "peak surface brightness"),
+    ("peak_flux_err", JY_BEAM, "stat.error;phot.flux.density;stat.max", "uncertainty of peak_flux"),
+    *_INT_FLUX,
+    ("major", u.arcsec, "phys.angSize.smajAxis", "FWHM of the major axis"),
+    ("major_err", u.arcsec, "stat.error;phys.angSize.smajAxis", "uncertainty of major"),
+    ("minor", u.arcsec, "phys.angSize.sminAxis", "FWHM of the minor axis"),
+    ("minor_err", u.arcsec, "stat.error;phys.angSize.sminAxis", "uncertainty of minor"),
+    ("pa", u.deg, "pos.posAng", "position angle of the major axis, east of north"),
+    ("pa_err", u.deg, "stat.error;pos.posAng", "uncertainty of pa"),
+    *_NOISE_AND_ORIGIN,
+]
 
 ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("island_id", None, "meta.id;meta.main", "island number in this catalog"),
     ("name", None, "meta.id", "the finder's own name of the island"),
-    ("ra", u.deg, "pos.eq.ra;meta.main", "right ascension of the island (ICRS)"),
-    ("dec", u.deg, "pos.eq.dec;meta.main", "declination of the island (ICRS)"),
-    ("x", u.pix, "pos.cartesian.x;instr.det", "pixel column, 0-based"),
-    ("y", u.pix, "pos.cartesian.y;instr.det", "pixel row, 0-based"),
+    *_POSITION,
+    *_PIXEL,
     ("n_components", None, "meta.number", "number of fitted components"),
     ("npix", u.pix, "phys.area", "pixels in the island"),
     ("peak_flux", JY_BEAM, "phot.flux.density;stat.max", "brightest pixel or component"),
-    ("int_flux", u.Jy, "phot.flux.density", "integrated flux density of the island"),
-    ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
-    ("local_rms", JY_BEAM, "stat.stdev;phot.flux.density", "local noise"),
-    ("background", JY_BEAM, "instr.background", "local background level"),
-    (
-        "flags",
-        None,
-        "meta.code.qual",
-        "the finder's own quality flag (aegean: 0 is clean; caesar: fit quality, 3 best)",
-    ),
-    ("app", None, "meta.code", "finder that produced the row"),
+    *_INT_FLUX,
+    *_NOISE_AND_ORIGIN,
 ]
 
 _INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags"}

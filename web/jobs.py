@@ -171,19 +171,22 @@ class JobsController(Controller):
         """For every ended job: succeeded, failed, timed out or cancelled. 202 while it has not ended."""
         return await self._product(request, appliance, user, job_id, f"job_{job_id}.tar.gz", f"job_{job_id}.tar.gz")
 
+    @staticmethod
+    async def _json_body(appliance: Appliance, user: str, job_id: str, name: str) -> Response:
+        _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, name)
+        return Response(path.read_bytes(), media_type="application/json")
+
     @get("/job/{job_id:str}/sources", summary="The island catalog as JSON")
     async def sources(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> Response:
-        _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, "catalog_islands.json")
-        return Response(path.read_bytes(), media_type="application/json")
+        return await self._json_body(appliance, user, job_id, "catalog_islands.json")
 
     @get("/job/{job_id:str}/source-components", summary="The component catalog as JSON")
     async def source_components(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> Response:
-        _, path = await anyio.to_thread.run_sync(appliance.jobs.product, user, job_id, "catalog_components.json")
-        return Response(path.read_bytes(), media_type="application/json")
+        return await self._json_body(appliance, user, job_id, "catalog_components.json")
 
     @get("/job/{job_id:str}/output-sources", summary="The island catalog as an ASCII table file")
     async def output_sources(
