@@ -1,26 +1,16 @@
-"""The caesar-appliance command: ``serve`` runs the appliance as one process in the foreground."""
+"""The caesar-appliance command. Alone it is the desktop launcher (dashboard in the browser, tray icon when there is
+a display); ``serve`` runs the server in the foreground without either; ``token`` prints the API token."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
-import signal
-import socket
 import sys
 from pathlib import Path
 
-from appliance import __version__, logs
-from appliance.config import Settings, load_settings
-from appliance.errors import AlreadyRunning, ConfigError
-
-EXIT_OK = 0
-EXIT_STARTUP_FAILED = 1
-EXIT_CONFIG = 2
-EXIT_ALREADY_RUNNING = 3
-EXIT_PORT_UNAVAILABLE = 4
-
-log = logging.getLogger("appliance.cli")
+from appliance import __version__
+from appliance.config import load_settings
+from appliance.errors import ConfigError
+from appliance.launcher import EXIT_CONFIG, EXIT_OK, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,17 +19,28 @@ def main(argv: list[str] | None = None) -> int:
         return run_tool(argv[1:])
     parser = argparse.ArgumentParser(prog="caesar-appliance", description=__doc__)
     parser.add_argument("--version", action="version", version=f"caesar-appliance {__version__}")
+    _add_server_options(parser)
+    parser.add_argument("--no-browser", action="store_true", help="do not open the dashboard in the browser")
     commands = parser.add_subparsers(dest="command", metavar="command")
-    serve_parser = commands.add_parser("serve", help="run the appliance in the foreground")
-    for p in (parser, serve_parser):
-        _add_server_options(p)
+    _add_server_options(commands.add_parser("serve", help="run the server in the foreground (no browser, no tray)"))
+    token_parser = commands.add_parser("token", help="print the API token for scripts (made on first use)")
+    token_parser.add_argument("--home", help="the appliance's home folder")
+    token_parser.add_argument("--config", type=Path, help="settings file (default: the platform config dir)")
     args = parser.parse_args(argv)
+    cli = {"home": args.home, "host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+    if args.no_browser:
+        cli["open_browser"] = False
     try:
-        settings = load_settings(cli={"home": args.home, "host": args.host, "port": args.port}, config_file=args.config)
+        settings = load_settings(cli=cli, config_file=args.config)
     except ConfigError as exc:
         print(f"caesar-appliance: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
-    return serve(settings)
+    if args.command == "token":
+        from appliance.access import Access
+
+        print(Access(settings.token_path, required=True).api_token)
+        return EXIT_OK
+    return run(settings, desktop=args.command is None)
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:
@@ -47,50 +48,6 @@ def _add_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 8765; 0 picks a free one)")
     parser.add_argument("--config", type=Path, help="settings file (default: the platform config dir)")
-
-
-def serve(settings: Settings) -> int:
-    """Lock the home folder, bind the socket, then run the server until SIGINT or SIGTERM."""
-    # the heavy imports wait until the command line and settings are known to be good
-    from appliance.core import Appliance
-    from web.app import create_app
-    from web.server import make_server
-
-    appliance = Appliance(settings)
-    try:
-        appliance.lock.acquire()
-    except AlreadyRunning as exc:
-        print(f"caesar-appliance: {exc.message}", file=sys.stderr)
-        return EXIT_ALREADY_RUNNING
-    try:
-        sock = bind(settings.host, settings.port)
-    except OSError as exc:
-        appliance.lock.release()
-        print(f"caesar-appliance: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
-        return EXIT_PORT_UNAVAILABLE
-    host, port = sock.getsockname()[:2]
-    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    appliance.lock.record(pid=os.getpid(), url=url)
-
-    console = logs.console_handler(settings.log_level)
-    logs.attach(console)
-    server = make_server(create_app(appliance), settings.shutdown_grace_seconds)
-    # uvicorn re-raises the signal that stopped it once it has shut down; a no-op handler makes that a clean exit.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: None)
-    print(f"caesar-appliance {__version__} serving {url} (home {settings.home})", flush=True)
-    try:
-        server.run(sockets=[sock])
-    except SystemExit:  # uvicorn's way of reporting a failed lifespan startup
-        pass
-    finally:
-        sock.close()
-        appliance.stop()
-        logs.detach(console)
-    if not server.started:
-        print(f"caesar-appliance: startup failed; see {settings.logs_dir / 'appliance.log'}", file=sys.stderr)
-        return EXIT_STARTUP_FAILED
-    return EXIT_OK
 
 
 def run_tool(argv: list[str]) -> int:
@@ -113,18 +70,3 @@ def run_tool(argv: list[str]) -> int:
         return EXIT_CONFIG
     result = next(iter(scripts)).load()()
     return result if isinstance(result, int) else EXIT_OK
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """Bind and listen before the app starts, so a busy port fails fast with nothing started."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(2048)
-        sock.set_inheritable(True)
-    except OSError:
-        sock.close()
-        raise
-    return sock

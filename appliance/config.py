@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -39,6 +40,15 @@ class Settings:
     log_max_bytes: int
     log_backups: int
     shutdown_grace_seconds: float
+    require_login: bool
+    open_browser: bool
+    tray: bool
+    inbox: bool
+    inbox_dir: str
+    inbox_settle_seconds: float
+    inbox_tag: str
+    inbox_app: str
+    inbox_options: dict[str, Any]
 
     @property
     def db_path(self) -> Path:
@@ -68,6 +78,14 @@ class Settings:
     def tmp_dir(self) -> Path:
         """Scratch space on the same file system as data/, so a finished upload is renamed, not copied."""
         return self.home / "tmp"
+
+    @property
+    def token_path(self) -> Path:
+        return self.home / "api-token"
+
+    @property
+    def inbox_path(self) -> Path:
+        return Path(self.inbox_dir).expanduser().resolve() if self.inbox_dir else self.home / "inbox"
 
     @property
     def cores(self) -> int:
@@ -142,13 +160,20 @@ def _same_kind(value: Any, default: Any) -> bool:
         return isinstance(value, (int, float))
     if isinstance(default, list):
         return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
     return isinstance(value, type(default))
 
 
 def _kind(default: Any) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list of strings"}[
-        type(default)
-    ]
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list of strings",
+        dict: "a table",
+    }[type(default)]
 
 
 def _from_env(key: str, raw: str, default: Any) -> Any:
@@ -164,6 +189,11 @@ def _from_env(key: str, raw: str, default: Any) -> Any:
             return float(raw)
         if isinstance(default, list):
             return [part.strip() for part in raw.split(",") if part.strip()]
+        if isinstance(default, dict):
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError(raw)
+            return value
         return raw
     except ValueError:
         raise ConfigError(f"environment {name} must be {_kind(default)}, got {raw!r}") from None
@@ -180,6 +210,7 @@ def _build(values: dict[str, Any]) -> Settings:
             "job_walltime_seconds": float(values["job_walltime_seconds"]),
             "job_cancel_grace_seconds": float(values["job_cancel_grace_seconds"]),
             "shutdown_grace_seconds": float(values["shutdown_grace_seconds"]),
+            "inbox_settle_seconds": float(values["inbox_settle_seconds"]),
         }
     )
     if not 0 <= settings.port <= 65535:
@@ -187,7 +218,7 @@ def _build(values: dict[str, Any]) -> Settings:
     for name in ("upload_max_bytes", "log_max_bytes", "job_walltime_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
-    for name in ("job_cores", "queue_workers", "job_cancel_grace_seconds"):
+    for name in ("job_cores", "queue_workers", "job_cancel_grace_seconds", "inbox_settle_seconds"):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

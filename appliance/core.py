@@ -13,10 +13,13 @@ from astropy.utils import iers
 from sqlalchemy import text
 
 from appliance import __version__, logs
+from appliance.access import Access
 from appliance.apps import AppRegistry
 from appliance.compare import ComparisonService
 from appliance.config import Settings
 from appliance.db import Database
+from appliance.errors import ApplianceError, ConfigError
+from appliance.inbox import Inbox
 from appliance.jobs import JobService
 from appliance.lock import HomeLock
 from appliance.queue import JobQueue
@@ -37,14 +40,25 @@ class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.lock = HomeLock(settings.lock_path)
+        self.access = Access(settings.token_path, settings.require_login)
         self.db = Database(settings.db_path)
         self.files = FileStore(settings, self.db)
         self.apps = AppRegistry(settings)
         self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))
         self.comparisons = ComparisonService(settings, self.db, self.jobs)
+        self.inbox = Inbox(settings, self.files, self.jobs) if settings.inbox else None
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
         self._log_handler: logging.Handler | None = None
+
+    def check(self) -> None:
+        """Settings that can only be judged with the apps at hand; raises ConfigError."""
+        settings = self.settings
+        if settings.inbox and settings.inbox_app:
+            try:
+                self.apps.get(settings.inbox_app).schema.validate(dict(settings.inbox_options))
+            except ApplianceError as exc:
+                raise ConfigError(f"inbox_app / inbox_options: {exc.message}") from None
 
     def start(self) -> None:
         """Lock the home folder, open the log, migrate the database, recover from a crash, start the queue."""
@@ -56,6 +70,9 @@ class Appliance:
                 settings.logs_dir, settings.log_level, settings.log_max_bytes, settings.log_backups
             )
             logs.attach(self._log_handler)
+            self.check()
+            if self.access.required:
+                self.access.api_token  # noqa: B018 (made now, for scripts to read)
             make_astropy_offline()
             self.db.migrate()
             self.files.prepare()
@@ -65,6 +82,8 @@ class Appliance:
             self.jobs.recover(self.queue.pending_task_ids())
             self.comparisons.recover()
             self.queue.start()
+            if self.inbox is not None:
+                self.inbox.start()
         except BaseException:
             self.stop()
             raise
@@ -72,6 +91,8 @@ class Appliance:
         log.info("appliance started", extra={"home": str(settings.home), "version": __version__})
 
     def stop(self) -> None:
+        if self.inbox is not None:
+            self.inbox.stop()
         self.jobs.stop()
         if self.queue is not None:
             self.queue.stop()
@@ -107,10 +128,12 @@ class Appliance:
             database = "ok" if self.db.schema_is_current() else "schema out of date"
         except Exception as exc:  # any failure here is the answer, not an error of the caller
             database = f"error: {exc}"
-        queue = "running" if self.queue is not None and self.queue.running else "stopped"
+        queue = "stopped"
+        if self.queue is not None and self.queue.running:
+            queue = "paused" if self.queue.paused else "running"
         disk = shutil.disk_usage(self.settings.data_dir)
         return {
-            "ok": database == "ok" and queue == "running",
+            "ok": database == "ok" and queue in ("running", "paused"),
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
             "database": database,

@@ -192,9 +192,12 @@ class JobService:
         tag: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        file_uuid: str | None = None,
     ) -> tuple[list[Job], int]:
         """A page of the user's jobs, newest first, and the total count."""
         where = [Job.user == user]
+        if file_uuid is not None:
+            where.append(Job.file_uuid == file_uuid)
         if state is not None:
             where.append(Job.state == state.upper())
         if app is not None:
@@ -213,6 +216,13 @@ class JobService:
         with self.db.session() as session:
             rows = session.execute(select(Job.state, func.count()).where(Job.user == user).group_by(Job.state)).all()
         return {state: count for state, count in rows}
+
+    def last_ended(self, user: str) -> Job | None:
+        """The user's job that ended most recently."""
+        with self.db.session() as session:
+            return session.scalars(
+                select(Job).where(Job.user == user, Job.end_date.is_not(None)).order_by(Job.end_date.desc()).limit(1)
+            ).first()
 
     def folder(self, job: Job) -> Path:
         return self.settings.jobs_dir / job.user / f"job_{job.id}"

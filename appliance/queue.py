@@ -18,9 +18,17 @@ log = logging.getLogger(__name__)
 
 
 class PromptWorker(Worker):
-    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag."""
+    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag, and taking nothing
+    while the queue is paused."""
 
     wakeup: threading.Event
+    paused: threading.Event
+
+    def loop(self, now=None):  # type: ignore[no-untyped-def]
+        if self.paused.is_set():
+            self.sleep()
+            return
+        super().loop(now)
 
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)
@@ -37,14 +45,16 @@ class InProcessConsumer(Consumer):
 
     worker_class = PromptWorker
 
-    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, **kwargs: object) -> None:
+    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, paused: threading.Event, **kwargs: object) -> None:
         self.wakeup = wakeup
+        self.paused = paused
         super().__init__(huey, **kwargs)
         self.started = threading.Event()
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
         worker.wakeup = self.wakeup
+        worker.paused = self.paused
         return worker
 
     def start(self) -> None:
@@ -62,6 +72,7 @@ class JobQueue:
         self.huey = SqliteHuey("caesar-appliance", filename=str(settings.queue_path), results=False)
         self._run_job = self.huey.task(name="run_job")(run_job)
         self._wakeup = threading.Event()
+        self._paused = threading.Event()
         self._consumer: InProcessConsumer | None = None
         self._thread: threading.Thread | None = None
 
@@ -76,6 +87,20 @@ class JobQueue:
         self._wakeup.set()
         return task.id
 
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def pause(self) -> None:
+        """Start no more jobs (running ones go on) until ``resume``."""
+        self._paused.set()
+        log.info("queue paused", extra={"action": "pause"})
+
+    def resume(self) -> None:
+        self._paused.clear()
+        self._wakeup.set()
+        log.info("queue resumed", extra={"action": "resume"})
+
     def revoke(self, task_id: str) -> None:
         self.huey.revoke_by_id(task_id, revoke_once=True)
 
@@ -86,6 +111,7 @@ class JobQueue:
         self._consumer = InProcessConsumer(
             self.huey,
             self._wakeup,
+            self._paused,
             workers=self.workers,
             worker_type="thread",
             initial_delay=0.05,

@@ -40,6 +40,7 @@ _UUID = re.compile(r"^[0-9a-f]{32}$")
 _USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TAG_LENGTH = 256
+COPY_BLOCK = 4 << 20
 _HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upload-hash")
 
 
@@ -232,6 +233,22 @@ class FileStore:
             raise
         log.info("file registered", extra={"action": "upload", "user": upload.user, "file": upload.uuid})
         return record
+
+    def add(self, user: str, source: Path, tag: str | None = None) -> StoredFile:
+        """Store a copy of the file at ``source`` (left in place) exactly as an upload of it would be."""
+        with source.open("rb") as f, self.begin_upload(user, source.name, os.fstat(f.fileno()).st_size) as upload:
+            while block := f.read(COPY_BLOCK):
+                upload.write(block)
+            return upload.finish(tag)
+
+    def find_copy(self, user: str, filename: str, sha256: str) -> StoredFile | None:
+        """A registered file of ``user`` with this name and content, if any."""
+        with self.db.session() as session:
+            return session.scalars(
+                select(StoredFile).where(
+                    StoredFile.user == user, StoredFile.filename_orig == filename, StoredFile.sha256 == sha256
+                )
+            ).first()
 
     def get(self, user: str, file_uuid: str) -> StoredFile:
         with self.db.session() as session:

@@ -20,9 +20,15 @@ API_PREFIX = "/caesar/api/v1.0"
 
 
 class ServerProcess:
-    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    """``command`` is what to run (default: this Python's ``caesar-appliance serve``; a built bundle for its tests);
+    ``--home`` and ``--port 0`` are added."""
+
+    def __init__(
+        self, home: Path, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
         self.home = home
         self.args = args
+        self.command = command or [sys.executable, "-m", "appliance", "serve"]
         self.env = {**os.environ, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
@@ -35,7 +41,7 @@ class ServerProcess:
     def start(self, timeout: float = 60) -> ServerProcess:
         """Start and wait until /health says ok; raises with the server's stderr if it does not get there."""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "appliance", "serve", "--home", str(self.home), "--port", "0", *self.args],
+            [*self.command, "--home", str(self.home), "--port", "0", *self.args],
             stdout=subprocess.PIPE,
             stderr=self.stderr,
             text=True,
@@ -59,6 +65,20 @@ class ServerProcess:
                 time.sleep(0.05)
         self.kill()
         raise RuntimeError(f"the appliance did not become healthy: {self.errors()}")
+
+    @property
+    def token(self) -> str:
+        """The API token the appliance made in its home folder."""
+        return (self.home / "api-token").read_text().strip()
+
+    @property
+    def login_url(self) -> str:
+        """The dashboard's login link of this start, as the launcher opens it (kept in the home folder's lock)."""
+        return json.loads((self.home / "appliance.lock").read_text())["login"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def errors(self) -> str:
         self.stderr.seek(0)

@@ -35,7 +35,10 @@ def run() -> None:
         tiny, sky = work / "tiny.fits", work / "sky.fits"
         make_sky(tiny, size=64, n_sources=2)
         make_sky(sky, size=1024, n_sources=300, seed=7)
-        with ServerProcess(work / "home") as server, httpx.Client(base_url=server.api, timeout=600) as http:
+        with (
+            ServerProcess(work / "home") as server,
+            httpx.Client(base_url=server.api, headers=server.headers, timeout=600) as http,
+        ):
             tiny_uuid = upload(http, tiny)
             sky_uuid = upload(http, sky)
             wait(http, submit(http, tiny_uuid, OPTIONS), ("SUCCESS",))  # warm-up: first imports in the server

@@ -31,7 +31,10 @@ def run() -> None:
         bright = int((truth["snr"] >= 5).sum())
         print(f"{SIZE}² sky, {SOURCES} sources, {bright} with SNR >= 5")
         rows = []
-        with ServerProcess(work / "home") as server, httpx.Client(base_url=server.api, timeout=600) as http:
+        with (
+            ServerProcess(work / "home") as server,
+            httpx.Client(base_url=server.api, headers=server.headers, timeout=600) as http,
+        ):
             file_uuid = http.post("/upload", files={"file": (image.name, image.read_bytes())}).json()["uuid"]
             apps = http.get("/apps").json()["details"]
             for app, options in RUNS.items():

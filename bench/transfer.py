@@ -122,7 +122,7 @@ def measure(server: ServerProcess, source: Path, work: Path) -> dict[str, list[t
         results["curl-alone-down"].append(timed(["curl", "-sS", "-o", str(copy), stored.as_uri()], stored))
         copy.unlink()
         results["download"].append(
-            timed(["curl", "-sS", "-f", "-o", str(copy), f"{server.api}/download/{uuid}"], stored, server)
+            timed([*_curl(server), "-o", str(copy), f"{server.api}/download/{uuid}"], stored, server)
         )
         if copy.stat().st_size != source.stat().st_size:
             raise RuntimeError("the downloaded file differs in size from the upload")
@@ -131,16 +131,20 @@ def measure(server: ServerProcess, source: Path, work: Path) -> dict[str, list[t
     return results
 
 
+def _curl(server: ServerProcess) -> list[str]:
+    return ["curl", "-sS", "-f", "-H", f"Authorization: Bearer {server.token}"]
+
+
 def _upload(results: list[tuple[float, int]], server: ServerProcess, source: Path, curl_args: list[str]) -> str:
     reply = server.home / "reply.json"
-    results.append(timed(["curl", "-sS", "-f", "-o", str(reply), *curl_args], source, server))
+    results.append(timed([*_curl(server), "-o", str(reply), *curl_args], source, server))
     uuid = json.loads(reply.read_text())["uuid"]
     reply.unlink()
     return uuid
 
 
 def _delete(server: ServerProcess, uuid: str) -> None:
-    subprocess.run(["curl", "-sS", "-f", "-o", os.devnull, f"{server.api}/delete/{uuid}"], check=True)
+    subprocess.run([*_curl(server), "-o", os.devnull, f"{server.api}/delete/{uuid}"], check=True)
 
 
 def report(results: dict[str, list[tuple[float, int]]], size: int) -> None:

@@ -146,6 +146,7 @@ def api_client(settings: Settings) -> TestClient:
     """An in-process client on its own appliance; use as a context manager."""
     appliance = Appliance(settings)
     test_client = TestClient(create_app(appliance), base_url="http://127.0.0.1:8765")
+    test_client.headers["Authorization"] = f"Bearer {appliance.access.api_token}"
     test_client.appliance = appliance  # type: ignore[attr-defined]
     return test_client
 

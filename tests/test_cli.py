@@ -25,7 +25,7 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
 
 def round_trip(server: ServerProcess, images: list[Path]) -> None:
     """Upload every image (alternating multipart and raw body), download each byte-identical, delete them all."""
-    with httpx.Client(base_url=server.api, timeout=60) as http:
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as http:
         uuids = []
         for n, path in enumerate(images):
             if n % 2:
@@ -119,7 +119,8 @@ def test_sigkill_in_the_middle_of_a_large_upload(tmp_path, image):
     uploads = home / "tmp" / "uploads"
     with socket.create_connection((host, int(port))) as conn:
         conn.sendall(
-            f"PUT /caesar/api/v1.0/upload/big.fits HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n\r\n".encode()
+            f"PUT /caesar/api/v1.0/upload/big.fits HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+            f"Authorization: Bearer {first.token}\r\n\r\n".encode()
         )
         conn.sendall(image.read_bytes()[:2880])
         block = bytes(4 << 20)
@@ -137,7 +138,7 @@ def test_sigkill_in_the_middle_of_a_large_upload(tmp_path, image):
     with ServerProcess(home) as second:
         assert not list(uploads.iterdir())
         assert not [p for p in (home / "data").rglob("*") if p.is_file()]
-        assert httpx.get(second.api + "/fileids").json() == []
+        assert httpx.get(second.api + "/fileids", headers=second.headers).json() == []
         health = httpx.get(second.api + "/health").json()
         assert health["ok"] and health["database"] == "ok" and health["queue"] == "running"
         assert second.stop() == 0
@@ -148,7 +149,7 @@ def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow
 
     home = tmp_path / "home"
     with ServerProcess(home) as first:
-        with httpx.Client(base_url=first.api, timeout=60) as http:
+        with httpx.Client(base_url=first.api, headers=first.headers, timeout=60) as http:
             file_uuid = http.post("/upload", files={"file": ("slow.fits", slow_sky.read_bytes())}).json()["uuid"]
             job_id = http.post("/job", json={"app": "aegean", "job_inputs": LONG_JOB, "data_inputs": file_uuid}).json()[
                 "job_id"
@@ -164,7 +165,7 @@ def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow
 
     with ServerProcess(home) as second:
         assert group_members(finder) == []  # the orphan was killed at start
-        with httpx.Client(base_url=second.api, timeout=60) as http:
+        with httpx.Client(base_url=second.api, headers=second.headers, timeout=60) as http:
             log = http.get(f"/job/{job_id}/log").text
             assert "killed the job's processes left running by the stopped appliance" in log
             deadline = time.monotonic() + 60
@@ -186,7 +187,7 @@ def test_open_live_pages_do_not_hold_up_shutdown(tmp_path):
 
         def listen() -> None:
             try:
-                with httpx.stream("GET", server.url + "/events/overview", timeout=60) as stream:
+                with httpx.stream("GET", server.url + "/events/overview", headers=server.headers, timeout=60) as stream:
                     for chunk in stream.iter_text():
                         received.append(chunk)
             except httpx.HTTPError:

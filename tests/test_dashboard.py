@@ -59,6 +59,7 @@ def page(browser, server):
 
     context.route("**/*", guard)
     page = context.new_page()
+    page.goto(server.login_url)
     page.outside = outside
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
@@ -193,7 +194,7 @@ def test_jobs_list_updates_live(page, server, sky_image):
 
     page.goto(server.url + "/jobs")
     page.evaluate("window.__sameDocument = true")
-    with httpx.Client(base_url=server.api) as http:
+    with httpx.Client(base_url=server.api, headers=server.headers) as http:
         file_uuid = http.post("/upload", files={"file": ("live.fits", sky_image.read_bytes())}).json()["uuid"]
         job_id = http.post("/job", json={"app": "sep", "data_inputs": file_uuid, "tag": "live"}).json()["job_id"]
     row = page.locator(f'#jobs-table tr:has(a[href="/jobs/{job_id}"])')
@@ -204,6 +205,7 @@ def test_jobs_list_updates_live(page, server, sky_image):
 def test_pages_read_without_javascript(browser, server):
     context = browser.new_context(java_script_enabled=False)
     page = context.new_page()
+    page.goto(server.login_url)
     for path, heading in (("/", "Overview"), ("/files", "Files"), ("/jobs", "Jobs"), ("/apps", "Apps")):
         page.goto(server.url + path)
         assert page.locator("h1").inner_text() == heading
@@ -218,7 +220,7 @@ def test_large_image_in_the_viewer(page, server, tmp_path):
     """An 8192² image (256 MB) is shown through a 4096² block-averaged copy; the time to show it is printed."""
     big = tmp_path / "big8192.fits"
     make_sky(big, size=8192, n_sources=200, seed=5)
-    with httpx.Client(base_url=server.api, timeout=300) as http:
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=300) as http:
         file_uuid = http.put("/upload/big8192.fits", content=big.read_bytes()).json()["uuid"]
         job_id = http.post("/job", json={"app": "sep", "data_inputs": file_uuid}).json()["job_id"]
         deadline = time.monotonic() + 300

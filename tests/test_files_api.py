@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from appliance.models import Job, StoredFile
-from tests.conftest import make_settings, write_image
+from tests.conftest import api_client, make_settings, write_image
 
 API = "/caesar/api/v1.0"
 
@@ -259,13 +259,8 @@ def test_malformed_upload_requests(client, kwargs, status, code):
 
 
 def test_too_large_and_no_space_are_refused(tmp_path, image):
-    from litestar.testing import TestClient
-
-    from appliance.core import Appliance
-    from web.app import create_app
-
     small = make_settings(tmp_path / "small", upload_max_bytes=10_000)
-    with TestClient(create_app(Appliance(small)), base_url="http://127.0.0.1") as client:
+    with api_client(small) as client:
         for reply in (upload(client, image), client.put(f"{API}/upload/x.fits", content=image.read_bytes())):
             assert reply.status_code == 413 and reply.json()["error"] == "too_large"
         # no Content-Length: the limit is enforced on the bytes as they arrive
@@ -275,7 +270,7 @@ def test_too_large_and_no_space_are_refused(tmp_path, image):
     assert not any((small.home / "tmp" / "uploads").iterdir())
 
     full = make_settings(tmp_path / "full", disk_reserve_bytes=2**62)
-    with TestClient(create_app(Appliance(full)), base_url="http://127.0.0.1") as client:
+    with api_client(full) as client:
         reply = upload(client, image)
         assert reply.status_code == 507 and reply.json()["error"] == "insufficient_storage"
         assert "free disk space" in reply.json()["status"]

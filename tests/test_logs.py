@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 
-from litestar.testing import TestClient
-
-from appliance.core import Appliance
-from tests.conftest import make_settings
-from web.app import create_app
+from tests.conftest import api_client, make_settings
 
 
 def test_json_lines_with_actions_and_rotation(tmp_path, image):
     settings = make_settings(tmp_path / "home", log_max_bytes=1500, log_backups=2)
-    with TestClient(create_app(Appliance(settings)), base_url="http://127.0.0.1") as client:
+    with api_client(settings) as client:
         for _ in range(12):
             reply = client.post("/caesar/api/v1.0/upload", files={"file": ("f.fits", image.read_bytes())})
             assert reply.status_code == 200

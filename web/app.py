@@ -9,12 +9,14 @@ from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.static_files import create_static_files_router
 
 from appliance import __version__
 from appliance.core import Appliance
 from web.apps import AppsController
+from web.auth import LoginRequired, login, logout
 from web.compare import CompareController
 from web.dashboard import TEMPLATE_CONFIG, DashboardController
 from web.errors import EXCEPTION_HANDLERS
@@ -26,7 +28,9 @@ from web.system import health
 
 STATIC = Path(__file__).with_name("static")
 SWAGGER = "/static/vendor/swagger-ui"
-JSON_BODY_LIMIT = 1 << 20  # routes that stream uploads lift this themselves
+JSON_BODY_LIMIT = 1 << 20
+TOKEN_HELP = "The API token: `caesar-appliance token` prints it (kept in <home>/api-token)."
+# routes that stream uploads lift this themselves
 
 
 def create_app(appliance: Appliance) -> Litestar:
@@ -40,6 +44,8 @@ def create_app(appliance: Appliance) -> Litestar:
             JobsController,
             CompareController,
             health,
+            login,
+            logout,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],
         dependencies={
@@ -49,7 +55,10 @@ def create_app(appliance: Appliance) -> Litestar:
         on_startup=[appliance.start],
         on_shutdown=[appliance.stop],
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[DefineMiddleware(HostCheck, names=allowed_host_names(settings.host, settings.allowed_hosts))],
+        middleware=[
+            DefineMiddleware(HostCheck, names=allowed_host_names(settings.host, settings.allowed_hosts)),
+            LoginRequired(appliance.access),
+        ],
         request_max_body_size=JSON_BODY_LIMIT,
         openapi_config=OpenAPIConfig(
             title="caesar-appliance",
@@ -57,6 +66,10 @@ def create_app(appliance: Appliance) -> Litestar:
             description="Find and catalogue sources in radio-astronomy FITS images. "
             "The routes under /caesar/api/v1.0 keep caesar-rest's paths and field names.",
             path="/docs",
+            components=Components(
+                security_schemes={"token": SecurityScheme(type="http", scheme="bearer", description=TOKEN_HELP)}
+            ),
+            security=[{"token": []}],
             render_plugins=[
                 SwaggerRenderPlugin(
                     path="/",

@@ -1,0 +1,140 @@
+"""Starting and stopping the appliance as one process: lock the home folder, bind the socket, serve HTTP in a thread,
+and wait in the main thread (on the tray icon when there is one) until SIGINT, SIGTERM or the tray's Quit.
+
+``serve`` is this without a browser or tray; the desktop launch (``caesar-appliance`` alone) adds them, and a second
+desktop launch on the same home folder only opens the running one's dashboard."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import webbrowser
+
+from appliance import __version__, logs
+from appliance.config import Settings
+from appliance.errors import AlreadyRunning, ConfigError
+
+EXIT_OK = 0
+EXIT_STARTUP_FAILED = 1
+EXIT_CONFIG = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_PORT_UNAVAILABLE = 4
+
+log = logging.getLogger(__name__)
+
+
+def run(settings: Settings, desktop: bool = False) -> int:
+    """Run until asked to stop; returns the process's exit code. The heavy imports wait until the command line and
+    settings are known to be good."""
+    from appliance.core import Appliance
+    from web.app import create_app
+    from web.server import make_server
+
+    appliance = Appliance(settings)
+    try:
+        appliance.check()
+        appliance.lock.acquire()
+    except ConfigError as exc:
+        return _fail(exc.message, EXIT_CONFIG)
+    except AlreadyRunning as exc:
+        login = appliance.lock.holder().get("login")
+        if desktop and login:
+            print(f"caesar-appliance is already running at {appliance.lock.holder().get('url')}", flush=True)
+            if settings.open_browser:
+                webbrowser.open(login)
+            return EXIT_OK
+        return _fail(exc.message, EXIT_ALREADY_RUNNING)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:
+        appliance.lock.release()
+        return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", EXIT_PORT_UNAVAILABLE)
+    host, port = sock.getsockname()[:2]
+    url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    login_url = f"{url}/login?key={appliance.access.login_key}"
+    appliance.lock.record(pid=os.getpid(), url=url, login=login_url)
+
+    console = logs.console_handler(settings.log_level)
+    logs.attach(console)
+    server = make_server(create_app(appliance), settings.shutdown_grace_seconds)
+    stop = threading.Event()
+    tray = None
+    if desktop and settings.tray:
+        tray = _tray(appliance, login_url, stop.set)
+
+    def request_stop(*_: object) -> None:
+        stop.set()
+        if tray is not None:
+            tray.stop()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+    thread = threading.Thread(target=_serve, args=(server, sock, request_stop), name="http-server")
+    print(f"caesar-appliance {__version__} serving {url} (home {settings.home})", flush=True)
+    if settings.require_login:
+        print(f"log in at {login_url}", flush=True)
+    try:
+        thread.start()
+        while not server.started and thread.is_alive():
+            thread.join(0.05)
+        if server.started and desktop and settings.open_browser:
+            threading.Thread(target=webbrowser.open, args=(login_url,), name="browser", daemon=True).start()
+        if server.started and tray is not None:
+            try:
+                tray.run()  # until Quit, a signal, or the server ending
+            except Exception as exc:  # e.g. DISPLAY names a display we cannot open: go on headless
+                log.warning("no tray icon", extra={"reason": f"{type(exc).__name__}: {exc}"})
+        while not stop.wait(0.2) and thread.is_alive():
+            pass
+    finally:
+        server.should_exit = True
+        thread.join()
+        sock.close()
+        appliance.stop()
+        logs.detach(console)
+    if not server.started:
+        return _fail(f"startup failed; see {settings.logs_dir / 'appliance.log'}", EXIT_STARTUP_FAILED)
+    return EXIT_OK
+
+
+def _serve(server, sock: socket.socket, finished) -> None:  # type: ignore[no-untyped-def]
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:  # uvicorn's way of reporting a failed lifespan startup
+        pass
+    finally:
+        finished()  # the server ended (a failed start, or a stop): the main thread stops waiting
+
+
+def _tray(appliance, login_url: str, quit):  # type: ignore[no-untyped-def]
+    """The tray icon when a display exists, else None (the appliance then runs headless)."""
+    from appliance.tray import Tray, display_available
+
+    if not display_available():
+        log.info("no display: running without a tray icon")
+        return None
+    return Tray(appliance, login_url, quit)
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"caesar-appliance: {message}", file=sys.stderr)
+    return code
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind and listen before the app starts, so a busy port fails fast with nothing started."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+        sock.set_inheritable(True)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -1,0 +1,146 @@
+"""Login: every route but the public ones needs the API token (``Authorization: Bearer``) or a session cookie.
+
+A browser gets its cookie from ``/login?key=<login key>``, which the launcher opens for the user. A request carried
+only by the cookie and changing something must come from one of our own pages (its Origin is this server), so
+another site, or another local server on a different port, cannot drive the dashboard through the user's browser."""
+
+from __future__ import annotations
+
+import logging
+from http.cookies import SimpleCookie
+from typing import Annotated
+from urllib.parse import parse_qs, quote
+
+from litestar import Request, Response, get, post
+from litestar.di import NamedDependency
+from litestar.enums import ScopeType
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import ASGIMiddleware
+from litestar.params import FromQuery, QueryParameter
+from litestar.response import Redirect, Template
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from appliance.access import Access
+from appliance.core import Appliance
+from web.dashboard import page
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PREFIXES = ("/static/", "/docs", "/login", "/caesar/api/v1.0/health")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+API_PREFIXES = ("/caesar/api", "/events")
+
+
+def cookie_name(scope: Scope) -> str:
+    """Cookies do not keep ports apart, so two appliances on one machine must not share a cookie name."""
+    server = scope.get("server") or ("", 0)
+    return f"caesar_appliance_session_{server[1]}"
+
+
+def _bearer(headers: dict[bytes, bytes], query: bytes) -> str | None:
+    value = headers.get(b"authorization", b"").decode("latin-1")
+    if value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    tokens = parse_qs(query.decode("latin-1")).get("access_token")  # caesar-rest also took the token from the query
+    return tokens[0] if tokens else None
+
+
+def _session(headers: dict[bytes, bytes], name: str) -> str | None:
+    cookies = SimpleCookie()
+    try:
+        cookies.load(headers.get(b"cookie", b"").decode("latin-1"))
+    except Exception:  # a malformed Cookie header is the same as none
+        return None
+    morsel = cookies.get(name)
+    return morsel.value if morsel else None
+
+
+def _same_origin(headers: dict[bytes, bytes]) -> bool:
+    origin = headers.get(b"origin", b"").decode("latin-1")
+    if origin:
+        host = headers.get(b"host", b"").decode("latin-1")
+        return origin in (f"http://{host}", f"https://{host}")
+    return headers.get(b"sec-fetch-site", b"same-origin") in (b"same-origin", b"none")
+
+
+class LoginRequired(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, access: Access) -> None:
+        self.access = access
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        path = scope["path"]
+        if not self.access.required or path.startswith(PUBLIC_PREFIXES):
+            await next_app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        token = _bearer(headers, scope.get("query_string", b""))
+        if token is not None:
+            if not self.access.token_valid(token):
+                raise NotAuthorizedException(
+                    "the API token is not valid (caesar-appliance token prints it)",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+        else:
+            session = _session(headers, cookie_name(scope))
+            if session is None or not self.access.session_valid(session):
+                if scope["method"] == "GET" and b"text/html" in headers.get(b"accept", b""):
+                    if not path.startswith(API_PREFIXES):
+                        await _redirect(send, "/login?next=" + quote(path))
+                        return
+                raise NotAuthorizedException(
+                    "log in: send the API token as 'Authorization: Bearer <token>' (caesar-appliance token prints it)",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            if scope["method"] not in SAFE_METHODS and not _same_origin(headers):
+                raise PermissionDeniedException("this request did not come from the appliance's own pages")
+        await next_app(scope, receive, send)
+
+
+async def _redirect(send: Send, location: str) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 303,
+            "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _safe_next(target: str | None) -> str:
+    """Only paths of this server: never '//elsewhere' or 'http://elsewhere'."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+@get("/login", include_in_schema=False, sync_to_thread=False)
+def login(request: Request, appliance: NamedDependency[Appliance], key: FromQuery[str | None] = None,
+          next_path: Annotated[str | None, QueryParameter(name="next")] = None) -> Response | Template:  # fmt: skip
+    """Trade the login key for a session cookie and go on to the page asked for; without a key, the login form."""
+    target = _safe_next(next_path)
+    if key is None:
+        return page("Log in", "", "login.html", next=target)
+    session = appliance.access.login(key.strip())
+    client = request.client.host if request.client else ""
+    if session is None:
+        log.info("login refused", extra={"action": "login", "client": client, "http_status": 401})
+        return page("Log in", "", "login.html", status_code=401, next=target, message_kind="error",
+                    message="That key is not valid. The login key changes each time the appliance starts.")  # fmt: skip
+    response = Redirect(target, status_code=303)
+    response.set_cookie(cookie_name(request.scope), session, httponly=True, samesite="strict", path="/")
+    log.info("login", extra={"action": "login", "client": client})
+    return response
+
+
+@post("/logout", include_in_schema=False, status_code=303, sync_to_thread=False)
+def logout(request: Request, appliance: NamedDependency[Appliance]) -> Redirect:
+    name = cookie_name(request.scope)
+    session = request.cookies.get(name)
+    if session:
+        appliance.access.logout(session)
+    response = Redirect("/login", status_code=303)
+    response.delete_cookie(name, path="/")
+    return response
