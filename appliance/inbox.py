@@ -109,7 +109,10 @@ class Inbox:
                 self._seen[path] = (size, mtime, now)
             elif now - previous[2] >= self.settings.inbox_settle_seconds:
                 del self._seen[path]
-                self._take(path)
+                try:
+                    self._take(path)
+                except Exception:  # keep watching; the file stays in .taking/ for the next start
+                    log.exception("inbox file not taken", extra={"action": "inbox", "file_name": path.name})
             if self._stop.is_set():
                 return
         for gone in set(self._seen) - present:
@@ -143,13 +146,13 @@ class Inbox:
         except (InsufficientStorage, OSError) as exc:
             # not the file's fault: put it back and try again later
             os.replace(taking, retry_from)
-            log.warning("inbox file left for later", extra={"action": "inbox", "name": taking.name, "reason": str(exc)})
+            log.warning("inbox file left for later", extra={"action": "inbox", "file_name": taking.name, "reason": str(exc)})
             return
         except ApplianceError as exc:
             self._reject(taking, exc.message)
             return
         taking.unlink()
-        log.info("inbox file stored", extra={"action": "inbox", "name": taking.name, "file": record.uuid})
+        log.info("inbox file stored", extra={"action": "inbox", "file_name": taking.name, "file": record.uuid})
         if self.settings.inbox_app:
             self._run(record.uuid)
 
@@ -174,7 +177,7 @@ class Inbox:
         note.write_text(f"{taking.name} was not taken into caesar-appliance on {datetime.now(UTC):%Y-%m-%d %H:%M:%S} "
                         f"UTC:\n{reason}\n")  # fmt: skip
         os.rename(taking, target)
-        log.warning("inbox file rejected", extra={"action": "inbox", "name": taking.name, "reason": reason})
+        log.warning("inbox file rejected", extra={"action": "inbox", "file_name": taking.name, "reason": reason})
 
 
 class _Changes(FileSystemEventHandler):

@@ -214,7 +214,9 @@ class DashboardController(Controller):
         records, total = appliance.files.list(user, tag=tag or None, limit=PAGE_SIZE,
                                               offset=(page_number - 1) * PAGE_SIZE)  # fmt: skip
         filters = {"tag": tag} if tag else {}
-        return {"files": records, "tag": tag, "page": page_number, "pages": max(1, math.ceil(total / PAGE_SIZE)),
+        settings = appliance.settings
+        return {"inbox": settings.inbox_path if settings.inbox else None, "inbox_app": settings.inbox_app,
+                "files": records, "tag": tag, "page": page_number, "pages": max(1, math.ceil(total / PAGE_SIZE)),
                 "total": total, "query": urlencode({**filters, "page": page_number}),
                 "page_query": lambda n: urlencode({**filters, "page": n})}  # fmt: skip
 
