@@ -21,15 +21,21 @@ API_PREFIX = "/caesar/api/v1.0"
 
 class ServerProcess:
     """``command`` is what to run (default: this Python's ``caesar-appliance serve``; a built bundle for its tests);
-    ``--home`` and ``--port 0`` are added."""
+    ``--home`` and ``--port 0`` are added. ``env`` adds to this process's environment, or replaces it when
+    ``inherit_env`` is false."""
 
     def __init__(
-        self, home: Path, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+        self,
+        home: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        inherit_env: bool = True,
     ) -> None:
         self.home = home
         self.args = args
         self.command = command or [sys.executable, "-m", "appliance", "serve"]
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**(os.environ if inherit_env else {}), **(env or {})}
         self.process: subprocess.Popen[str] | None = None
         self.url = ""
         self.stderr = tempfile.TemporaryFile(mode="w+")
