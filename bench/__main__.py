@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["transfer", "jobs", "science"]
+BENCHMARKS = ["transfer", "jobs", "science", "bundle"]
 
 
 def main() -> int:
