@@ -146,7 +146,9 @@ class Inbox:
         except (InsufficientStorage, OSError) as exc:
             # not the file's fault: put it back and try again later
             os.replace(taking, retry_from)
-            log.warning("inbox file left for later", extra={"action": "inbox", "file_name": taking.name, "reason": str(exc)})
+            log.warning(
+                "inbox file left for later", extra={"action": "inbox", "file_name": taking.name, "reason": str(exc)}
+            )
             return
         except ApplianceError as exc:
             self._reject(taking, exc.message)

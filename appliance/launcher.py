@@ -44,7 +44,7 @@ def run(settings: Settings, desktop: bool = False) -> int:
         login = appliance.lock.holder().get("login")
         if desktop and login:
             print(f"caesar-appliance is already running at {appliance.lock.holder().get('url')}", flush=True)
-            if settings.open_browser:
+            if _may_open_browser(settings):
                 webbrowser.open(login)
             return EXIT_OK
         return _fail(exc.message, EXIT_ALREADY_RUNNING)
@@ -81,7 +81,7 @@ def run(settings: Settings, desktop: bool = False) -> int:
         thread.start()
         while not server.started and thread.is_alive():
             thread.join(0.05)
-        if server.started and desktop and settings.open_browser:
+        if server.started and desktop and _may_open_browser(settings):
             threading.Thread(target=webbrowser.open, args=(login_url,), name="browser", daemon=True).start()
         if server.started and tray is not None:
             try:
@@ -118,6 +118,14 @@ def _tray(appliance, login_url: str, quit):  # type: ignore[no-untyped-def]
         log.info("no display: running without a tray icon")
         return None
     return Tray(appliance, login_url, quit)
+
+
+def _may_open_browser(settings: Settings) -> bool:
+    """Only a graphical browser, or the one the user named in BROWSER: without a display Python's webbrowser would
+    start a text browser (lynx, w3m) on the terminal the appliance logs to."""
+    from appliance.tray import display_available
+
+    return settings.open_browser and (display_available() or bool(os.environ.get("BROWSER")))
 
 
 def _fail(message: str, code: int) -> int:
