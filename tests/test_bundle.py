@@ -1,11 +1,13 @@
 """The desktop bundle, built with the README's command (./manage bundle) and run as a user would: from its own folder,
-with none of this checkout's Python environment, headless on a free port."""
+on a machine without Python (every Python installation hidden in a mount namespace), headless on a free port."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +33,17 @@ def bundle(tmp_path_factory) -> Iterator[Path]:
     yield folder
 
 
+def without_python(binary: Path, empty: Path) -> list[str]:
+    """``binary`` run in a mount namespace where every Python installation of this machine (and this checkout) is
+    hidden under an empty folder: what a machine without Python looks like to it."""
+    hidden = {Path(sys.base_prefix), Path(sys.prefix), REPO, *Path("/usr/lib").glob("python3*"),
+              *Path("/usr/local/lib").glob("python3*")}  # fmt: skip
+    outermost = [p for p in hidden if p.is_dir() and not any(o != p and p.is_relative_to(o) for o in hidden)]
+    mounts = " && ".join(f"mount --bind '{empty}' '{path}'" for path in sorted(outermost))
+    namespace = ["unshare", "--mount"] if os.geteuid() == 0 else ["unshare", "--mount", "--map-root-user"]
+    return [*namespace, "sh", "-c", f'{mounts} && exec "$0" "$@"', str(binary)]
+
+
 def bare_env(home: Path) -> dict[str, str]:
     """What a desktop session gives a program: no virtualenv, no PYTHONPATH, no display."""
     return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8"}
@@ -41,8 +54,12 @@ def test_bundle_runs_headless_and_runs_finders(bundle, tmp_path, sky):
     version = subprocess.run([str(binary), "--version"], capture_output=True, text=True, env=bare_env(tmp_path))
     assert version.returncode == 0 and version.stdout.startswith("caesar-appliance ")
 
-    home = tmp_path / "home"
-    with ServerProcess(home, "--no-browser", command=[str(binary)], env=bare_env(tmp_path), inherit_env=False) as app:
+    home, empty = tmp_path / "home", tmp_path / "empty"
+    empty.mkdir()
+    hidden_python = subprocess.run([*without_python(Path("/bin/sh"), empty), "-c", "python3 -c 1"], capture_output=True)
+    assert hidden_python.returncode != 0, "python3 still works in the namespace meant to have no Python"
+    command = without_python(binary, empty)
+    with ServerProcess(home, "--no-browser", command=command, env=bare_env(tmp_path), inherit_env=False) as app:
         with httpx.Client(base_url=app.url, headers=app.headers, timeout=60) as http:
             health = http.get(f"{API}/health").json()
             assert health["ok"] and health["queue"] == "running"
