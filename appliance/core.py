@@ -118,6 +118,7 @@ class Appliance:
             "disk_total_bytes": disk.total,
             "cores_busy": self.jobs.cores.busy,
             "cores_total": self.jobs.cores.total,
+            "queue_paused": self.queue is not None and self.queue.paused,
         }
 
     def health(self) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class Tray:
         if queue is None:
             return
         queue.resume() if queue.paused else queue.pause()
+        self.appliance.jobs.changes.publish()  # open dashboards show it
         self.refresh()
 
     def quit(self) -> None:
@@ -137,7 +138,15 @@ class Tray:
             if now != seen:
                 seen = now
                 self.refresh()
+            self._dock_if_needed()
         self._icon.stop()  # in case stop() came before the icon was running
+
+    def _dock_if_needed(self) -> None:
+        """pystray's X11 backend docks when the icon is shown or redrawn, and gives up if no tray host is running yet
+        (a desktop session may start us first): redraw until docked. Other backends have no such state."""
+        icon = self._icon
+        if icon is not None and getattr(icon, "_systray_manager", True) is None:
+            icon.icon = icon.icon
 
     def refresh(self) -> None:
         icon = self._icon

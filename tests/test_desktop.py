@@ -74,7 +74,7 @@ def display() -> Iterator[str]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 10
-        while '"panel"' not in windows(name):
+        while not tray_host_ready(name):
             assert time.monotonic() < deadline and tray.poll() is None, "trayer did not start"
             time.sleep(0.1)
         yield name
@@ -82,6 +82,18 @@ def display() -> Iterator[str]:
         for process in (tray, xvfb):
             process.terminate()
             process.wait(10)
+
+
+def tray_host_ready(display: str) -> bool:
+    """Whether a tray host owns the system tray selection of the display's screen."""
+    from Xlib import display as xdisplay
+
+    connection = xdisplay.Display(display)
+    try:
+        atom = connection.intern_atom(f"_NET_SYSTEM_TRAY_S{connection.get_default_screen()}")
+        return connection.get_selection_owner(atom) != 0
+    finally:
+        connection.close()
 
 
 def windows(display: str) -> str:
@@ -112,6 +124,28 @@ def wait_for_title(display: str, text: str, timeout: float = 60) -> str:
             return title
         time.sleep(0.1)
     raise AssertionError(f"the tray icon did not show {text!r} (last: {title!r})")
+
+
+def test_icon_docks_when_the_tray_host_starts_later(tmp_path):
+    """A desktop session may start the appliance before its panel: the icon docks once a tray host appears."""
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    name = ":" + (xvfb.stdout.readline().strip() if xvfb.stdout else "")
+    tray = None
+    try:
+        with ServerProcess(tmp_path / "home", "--no-browser", command=LAUNCHER, env={"DISPLAY": name}) as app:
+            time.sleep(2)
+            assert docked_title(name) is None
+            tray = subprocess.Popen(["trayer", "--edge", "top", "--widthtype", "request"],
+                                    env={**os.environ, "DISPLAY": name}, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            assert wait_for_title(name, "idle", timeout=30) == "caesar-appliance: idle"
+            assert app.stop() == 0
+    finally:
+        for process in (tray, xvfb):
+            if process is not None:
+                process.terminate()
+                process.wait(10)
 
 
 def test_tray_docks_follows_jobs_and_stops_cleanly(display, tmp_path, slow_sky):
@@ -207,3 +241,10 @@ def test_icon_colour_follows_the_state():
         image = icon_image(state)
         assert image.size == (64, 64) and image.getpixel((8, 32))[:3] == colour
         assert image.getpixel((0, 0))[3] == 0  # transparent corners
+
+
+def test_the_overview_says_when_the_queue_is_paused(client):
+    client.appliance.queue.pause()
+    assert "The queue is paused" in client.get("/").text
+    client.appliance.queue.resume()
+    assert "The queue is paused" not in client.get("/").text
