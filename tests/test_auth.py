@@ -40,8 +40,12 @@ def test_login_key_gives_a_session_for_pages_and_api(client):
     appliance: Appliance = client.appliance
     anonymous(client)
     # a browser without a session is sent to the login page, which remembers where it was going
-    reply = client.get("/files", headers=HTML, follow_redirects=False)
-    assert reply.status_code == 303 and reply.headers["location"] == "/login?next=/files"
+    reply = client.get("/files?tag=a b", headers=HTML, follow_redirects=False)
+    assert reply.status_code == 303 and reply.headers["location"] == "/login?next=%2Ffiles%3Ftag%3Da%2520b"
+    fragment = client.get(
+        "/files/table", headers={**HTML, "HX-Request": "true", "HX-Current-URL": "http://127.0.0.1:8765/files"}
+    )
+    assert fragment.status_code == 401 and fragment.headers["hx-redirect"] == "/login?next=%2Ffiles"
     assert "Log in" in client.get("/login", headers=HTML).text
     assert client.get("/events/overview").status_code == 401  # the live stream too
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from http.cookies import SimpleCookie
 from typing import Annotated
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
@@ -28,7 +28,6 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PREFIXES = ("/static/", "/docs", "/login", "/caesar/api/v1.0/health")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-API_PREFIXES = ("/caesar/api", "/events")
 
 
 def cookie_name(scope: Scope) -> str:
@@ -85,10 +84,6 @@ class LoginRequired(ASGIMiddleware):
         else:
             session = _session(headers, cookie_name(scope))
             if session is None or not self.access.session_valid(session):
-                if scope["method"] == "GET" and b"text/html" in headers.get(b"accept", b""):
-                    if not path.startswith(API_PREFIXES):
-                        await _redirect(send, "/login?next=" + quote(path))
-                        return
                 raise NotAuthorizedException(
                     "log in: send the API token as 'Authorization: Bearer <token>' (caesar-appliance token prints it)",
                     headers={"WWW-Authenticate": "Bearer"},
@@ -96,17 +91,6 @@ class LoginRequired(ASGIMiddleware):
             if scope["method"] not in SAFE_METHODS and not _same_origin(headers):
                 raise PermissionDeniedException("this request did not come from the appliance's own pages")
         await next_app(scope, receive, send)
-
-
-async def _redirect(send: Send, location: str) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 303,
-            "headers": [(b"location", location.encode("latin-1")), (b"content-length", b"0")],
-        }
-    )
-    await send({"type": "http.response.body", "body": b""})
 
 
 def _safe_next(target: str | None) -> str:

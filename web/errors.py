@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode, urlsplit
 
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.response import Template
+from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from appliance import errors
@@ -46,6 +47,17 @@ def wants_page(request: Request) -> bool:
     )
 
 
+def to_login(request: Request) -> Response:
+    """A browser without a session goes to the login page, and back to where it was afterwards. htmx, asking for a
+    piece of a page, is told to move the whole page (HX-Redirect)."""
+    if request.headers.get("hx-request"):
+        here = urlsplit(request.headers.get("hx-current-url", "/"))
+        target = "/login?" + urlencode({"next": here.path + (f"?{here.query}" if here.query else "")})
+        return Response(b"", status_code=401, headers={"HX-Redirect": target})
+    page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return Redirect("/login?" + urlencode({"next": page if request.method == "GET" else "/"}), status_code=303)
+
+
 def error_page(title: str, detail: str, status: int) -> Template:
     return Template("error.html", context={"title": title, "detail": detail, "section": ""}, status_code=status)
 
@@ -83,6 +95,8 @@ def http_error(request: Request, exc: HTTPException) -> Response | Template:
     if status >= 500:
         return unexpected_error(request, exc)
     extra = {"details": exc.extra} if isinstance(exc, ValidationException) and exc.extra else {}
+    if status == 401 and wants_page(request):
+        return to_login(request)
     if wants_page(request):
         return error_page(exc.detail, exc.detail, status)
     return Response(
