@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import webbrowser
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,8 @@ NAME = "caesar-appliance"
 COLOURS = {"idle": (70, 110, 160), "running": (30, 150, 70), "paused": (215, 150, 20), "failed": (200, 40, 40)}
 FAILED_STATES = ("FAILURE", "TIMED-OUT", "ABORTED")
 REFRESH_SECONDS = 0.5
+DOCK_RETRY_SECONDS = 2.0
+MAX_DOCK_RETRY_SECONDS = 60.0
 
 
 def display_available() -> bool:
@@ -56,6 +59,8 @@ class Tray:
         self._open_url = open_url
         self._icon: Any = None
         self._stopped = threading.Event()
+        self._x: Any = None  # our own X connection, to see whether the icon is docked
+        self._told_undocked = False
 
     # -- what the icon shows -----------------------------------------------------------------------------------
 
@@ -133,20 +138,44 @@ class Tray:
 
     def _follow(self) -> None:
         seen = None
+        next_dock, wait = time.monotonic(), DOCK_RETRY_SECONDS
         while not self._stopped.wait(REFRESH_SECONDS):
             now = (self.appliance.jobs.changes.version, self.paused)
             if now != seen:
                 seen = now
                 self.refresh()
-            self._dock_if_needed()
+            if time.monotonic() >= next_dock:
+                # look often while undocked at first, then less and less (a desktop without a tray host)
+                wait = DOCK_RETRY_SECONDS if self._dock_if_needed() else min(wait * 2, MAX_DOCK_RETRY_SECONDS)
+                next_dock = time.monotonic() + wait
+        if self._x is not None:
+            self._x.close()
         self._icon.stop()  # in case stop() came before the icon was running
 
-    def _dock_if_needed(self) -> None:
-        """pystray's X11 backend docks when the icon is shown or redrawn, and gives up if no tray host is running yet
-        (a desktop session may start us first): redraw until docked. Other backends have no such state."""
-        icon = self._icon
-        if icon is not None and getattr(icon, "_systray_manager", True) is None:
-            icon.icon = icon.icon
+    def _dock_if_needed(self) -> bool:
+        """pystray's X11 backend asks the tray host to dock the icon only when it is shown or redrawn. With no tray
+        host running yet (a desktop session may start us first), or one still starting up that misses the request,
+        the icon stays undocked: look at where its window is (on a connection of our own) and redraw it, which asks
+        again, until it is docked. Returns whether it is docked (True for other backends, which dock themselves)."""
+        window = getattr(self._icon, "_window", None)
+        if window is None:
+            return True
+        try:
+            if self._x is None:
+                from Xlib import display as xdisplay
+
+                self._x = xdisplay.Display()
+            parent = self._x.create_resource_object("window", window.id).query_tree().parent
+            if parent.id != self._x.screen().root.id:
+                return True
+        except Exception:  # the window is gone (stopping) or the display went away
+            return True
+        if not self._told_undocked:
+            log.info("no tray host holds the icon yet; it is docked as soon as one runs")
+            logging.getLogger("pystray._xorg").setLevel(logging.CRITICAL)  # its "Failed to dock" at every try
+            self._told_undocked = True
+        self._icon.icon = self._icon.icon
+        return False
 
     def refresh(self) -> None:
         icon = self._icon

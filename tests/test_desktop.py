@@ -115,7 +115,7 @@ def docked_title(display: str) -> str | None:
     return None
 
 
-def wait_for_title(display: str, text: str, timeout: float = 60) -> str:
+def wait_for_title(display: str, text: str, timeout: float = 60, app: ServerProcess | None = None) -> str:
     deadline = time.monotonic() + timeout
     title = None
     while time.monotonic() < deadline:
@@ -123,7 +123,10 @@ def wait_for_title(display: str, text: str, timeout: float = 60) -> str:
         if title and text in title:
             return title
         time.sleep(0.1)
-    raise AssertionError(f"the tray icon did not show {text!r} (last: {title!r})")
+    raise AssertionError(
+        f"the tray icon did not show {text!r} (last: {title!r}); windows:\n{windows(display)}\n"
+        f"appliance's stderr:\n{app.errors()[-3000:] if app else ''}"
+    )
 
 
 def test_icon_docks_when_the_tray_host_starts_later(tmp_path):
@@ -152,7 +155,7 @@ def test_tray_docks_follows_jobs_and_stops_cleanly(display, tmp_path, slow_sky):
     browser, opened = recorder(tmp_path, "browser")
     env = {"DISPLAY": display, "BROWSER": f"{browser} %s"}
     with ServerProcess(tmp_path / "home", command=LAUNCHER, env=env) as app:
-        assert wait_for_title(display, "idle") == "caesar-appliance: idle"
+        assert wait_for_title(display, "idle", app=app) == "caesar-appliance: idle"
         assert calls(opened) == [app.login_url]
         with httpx.Client(base_url=app.url, headers=app.headers, timeout=60) as http:
             file_uuid = upload_file(http, slow_sky)
