@@ -114,26 +114,27 @@ def test_sigkill_in_the_middle_of_a_large_upload(tmp_path, image):
     """Nothing registered, no temp file left, and the server healthy after the restart."""
     home = tmp_path / "home"
     declared = 512 * 2**20
-    first = ServerProcess(home).start()
-    host, port = first.url.removeprefix("http://").rsplit(":", 1)
     uploads = home / "tmp" / "uploads"
-    with socket.create_connection((host, int(port))) as conn:
-        conn.sendall(
-            f"PUT /caesar/api/v1.0/upload/big.fits HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
-            f"Authorization: Bearer {first.token}\r\n\r\n".encode()
-        )
-        conn.sendall(image.read_bytes()[:2880])
-        block = bytes(4 << 20)
-        for _ in range(16):
-            conn.sendall(block)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in uploads.glob("*.part")):
-            time.sleep(0.05)
-        partial = list(uploads.glob("*.part"))
-        assert partial and partial[0].stat().st_size > 0, "the upload was not in progress when the process was killed"
-        first.process.send_signal(signal.SIGKILL)
-        first.process.wait(10)
-    first.stderr.close()
+    with ServerProcess(home) as first:
+        host, port = first.url.removeprefix("http://").rsplit(":", 1)
+        with socket.create_connection((host, int(port))) as conn:
+            conn.sendall(
+                f"PUT /caesar/api/v1.0/upload/big.fits HTTP/1.1\r\nHost: {host}\r\nContent-Length: {declared}\r\n"
+                f"Authorization: Bearer {first.token}\r\n\r\n".encode()
+            )
+            conn.sendall(image.read_bytes()[:2880])
+            block = bytes(4 << 20)
+            for _ in range(16):
+                conn.sendall(block)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not any(p.stat().st_size > 0 for p in uploads.glob("*.part")):
+                time.sleep(0.05)
+            partial = list(uploads.glob("*.part"))
+            assert partial and partial[0].stat().st_size > 0, (
+                "the upload was not in progress when the process was killed"
+            )
+            first.process.send_signal(signal.SIGKILL)
+            first.process.wait(10)
 
     with ServerProcess(home) as second:
         assert not list(uploads.iterdir())
