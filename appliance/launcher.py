@@ -41,11 +41,11 @@ def run(settings: Settings, desktop: bool = False) -> int:
     except ConfigError as exc:
         return _fail(exc.message, EXIT_CONFIG)
     except AlreadyRunning as exc:
-        login = appliance.lock.holder().get("login")
-        if desktop and login:
-            print(f"caesar-appliance is already running at {appliance.lock.holder().get('url')}", flush=True)
+        holder = appliance.lock.holder()
+        if desktop and holder.get("login"):
+            print(f"caesar-appliance is already running at {holder.get('url')}", flush=True)
             if _may_open_browser(settings):
-                webbrowser.open(login)
+                webbrowser.open(holder["login"])
             return EXIT_OK
         return _fail(exc.message, EXIT_ALREADY_RUNNING)
     try:

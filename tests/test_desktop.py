@@ -59,9 +59,8 @@ def leftovers(home: Path) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def display() -> Iterator[str]:
-    """A virtual X display with a system tray (trayer) on it."""
+def start_xvfb() -> tuple[subprocess.Popen, str]:
+    """A virtual X display on a free number: the process and the display's name."""
     for program in ("Xvfb", "trayer", "xwininfo"):
         if not shutil.which(program):
             pytest.fail(
@@ -69,9 +68,27 @@ def display() -> Iterator[str]:
             )
     xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    name = ":" + (xvfb.stdout.readline().strip() if xvfb.stdout else "")
-    tray = subprocess.Popen(["trayer", "--edge", "top", "--widthtype", "request"], env={**os.environ, "DISPLAY": name},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return xvfb, ":" + (xvfb.stdout.readline().strip() if xvfb.stdout else "")
+
+
+def start_trayer(display: str) -> subprocess.Popen:
+    return subprocess.Popen(["trayer", "--edge", "top", "--widthtype", "request"],
+                            env={**os.environ, "DISPLAY": display}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+def stop(*processes: subprocess.Popen | None) -> None:
+    for process in processes:
+        if process is not None:
+            process.terminate()
+            process.wait(10)
+
+
+@pytest.fixture(scope="module")
+def display() -> Iterator[str]:
+    """A virtual X display with a system tray (trayer) on it."""
+    xvfb, name = start_xvfb()
+    tray = start_trayer(name)
     try:
         deadline = time.monotonic() + 10
         while not tray_host_ready(name):
@@ -79,9 +96,7 @@ def display() -> Iterator[str]:
             time.sleep(0.1)
         yield name
     finally:
-        for process in (tray, xvfb):
-            process.terminate()
-            process.wait(10)
+        stop(tray, xvfb)
 
 
 def tray_host_ready(display: str) -> bool:
@@ -131,24 +146,17 @@ def wait_for_title(display: str, text: str, timeout: float = 60, app: ServerProc
 
 def test_icon_docks_when_the_tray_host_starts_later(tmp_path):
     """A desktop session may start the appliance before its panel: the icon docks once a tray host appears."""
-    xvfb = subprocess.Popen(["Xvfb", "-displayfd", "1", "-screen", "0", "800x600x24", "-nolisten", "tcp"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)  # fmt: skip
-    name = ":" + (xvfb.stdout.readline().strip() if xvfb.stdout else "")
+    xvfb, name = start_xvfb()
     tray = None
     try:
         with ServerProcess(tmp_path / "home", "--no-browser", command=LAUNCHER, env={"DISPLAY": name}) as app:
             time.sleep(2)
             assert docked_title(name) is None
-            tray = subprocess.Popen(["trayer", "--edge", "top", "--widthtype", "request"],
-                                    env={**os.environ, "DISPLAY": name}, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)  # fmt: skip
+            tray = start_trayer(name)
             assert wait_for_title(name, "idle", timeout=30) == "caesar-appliance: idle"
             assert app.stop() == 0
     finally:
-        for process in (tray, xvfb):
-            if process is not None:
-                process.terminate()
-                process.wait(10)
+        stop(tray, xvfb)
 
 
 def test_tray_docks_follows_jobs_and_stops_cleanly(display, tmp_path, slow_sky):
