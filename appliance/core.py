@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import stat
 import time
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -36,6 +39,26 @@ def make_astropy_offline() -> None:
     astropy_data.conf.allow_internet = False
 
 
+OWNER_ONLY_UMASK = (
+    0o077  # what the appliance and its jobs write is readable by the user only (a lab machine has others)
+)
+
+
+def owner_only(home: Path) -> None:
+    """The home folder 0700 and everything in it without group or other access: the database, the logs, the data,
+    the jobs (also what an earlier version, or a wider umask, left readable)."""
+    home.chmod(0o700)
+    for folder, dirs, files in os.walk(home):
+        for name in (*dirs, *files):
+            path = os.path.join(folder, name)
+            try:
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(mode) & 0o700)
+            except FileNotFoundError:  # removed meanwhile
+                pass
+
+
 class Appliance:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -50,6 +73,7 @@ class Appliance:
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
         self._log_handler: logging.Handler | None = None
+        self._umask: int | None = None
 
     def check(self) -> None:
         """Settings that can only be judged with the apps at hand; raises ConfigError."""
@@ -66,6 +90,8 @@ class Appliance:
         settings.home.mkdir(parents=True, exist_ok=True)
         self.lock.acquire()
         try:
+            self._umask = os.umask(OWNER_ONLY_UMASK)
+            owner_only(settings.home)
             self._log_handler = logs.file_handler(
                 settings.logs_dir, settings.log_level, settings.log_max_bytes, settings.log_backups
             )
@@ -105,6 +131,9 @@ class Appliance:
             logs.detach(self._log_handler)
             self._log_handler = None
         self.lock.release()
+        if self._umask is not None:
+            os.umask(self._umask)
+            self._umask = None
 
     def machine(self) -> dict[str, Any]:
         """Load of this machine for the overview: CPU, memory, the data disk, and the job cores in use."""

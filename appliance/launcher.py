@@ -6,6 +6,7 @@ desktop launch on the same home folder only opens the running one's dashboard.""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -41,11 +42,11 @@ def run(settings: Settings, desktop: bool = False) -> int:
     except ConfigError as exc:
         return _fail(exc.message, EXIT_CONFIG)
     except AlreadyRunning as exc:
-        holder = appliance.lock.holder()
-        if desktop and holder.get("login"):
-            print(f"caesar-appliance is already running at {holder.get('url')}", flush=True)
+        running = appliance.lock.holder().get("url")
+        if desktop and running:
+            print(f"caesar-appliance is already running at {running}", flush=True)
             if _may_open_browser(settings):
-                webbrowser.open(holder["login"])
+                webbrowser.open(_login_link_of(running, appliance))
             return EXIT_OK
         return _fail(exc.message, EXIT_ALREADY_RUNNING)
     try:
@@ -55,8 +56,8 @@ def run(settings: Settings, desktop: bool = False) -> int:
         return _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}", EXIT_PORT_UNAVAILABLE)
     host, port = sock.getsockname()[:2]
     url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-    login_url = f"{url}/login?key={appliance.access.login_key}"
-    appliance.lock.record(pid=os.getpid(), url=url, login=login_url)
+    login_url = appliance.access.login_link(url)
+    appliance.lock.record(pid=os.getpid(), url=url)
 
     console = logs.console_handler(settings.log_level)
     logs.attach(console)
@@ -64,7 +65,7 @@ def run(settings: Settings, desktop: bool = False) -> int:
     stop = threading.Event()
     tray = None
     if desktop and settings.tray:
-        tray = _tray(appliance, login_url, stop.set)
+        tray = _tray(appliance, lambda: appliance.access.login_link(url), stop.set)
 
     def request_stop(*_: object) -> None:
         stop.set()
@@ -110,14 +111,33 @@ def _serve(server, sock: socket.socket, finished) -> None:  # type: ignore[no-un
         finished()  # the server ended (a failed start, or a stop): the main thread stops waiting
 
 
-def _tray(appliance, login_url: str, quit):  # type: ignore[no-untyped-def]
+def _tray(appliance, dashboard_link, quit):  # type: ignore[no-untyped-def]
     """The tray icon when a display exists, else None (the appliance then runs headless)."""
     from appliance.tray import Tray, display_available
 
     if not display_available():
         log.info("no display: running without a tray icon")
         return None
-    return Tray(appliance, login_url, quit)
+    return Tray(appliance, dashboard_link, quit)
+
+
+def _login_link_of(url: str, appliance) -> str:  # type: ignore[no-untyped-def]
+    """A fresh login link from the appliance running at ``url``, asked for with this home's API token (login keys
+    are used up by one login). Never through a proxy: the token must not leave the machine."""
+    import urllib.request
+
+    from appliance.access import LOGIN_LINK_ROUTE
+
+    request = urllib.request.Request(
+        f"{url}{LOGIN_LINK_ROUTE}", method="POST", headers={"Authorization": f"Bearer {appliance.access.api_token}"}
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=10) as reply:
+            return json.load(reply)["login"]
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("no login link from the running appliance", extra={"reason": str(exc)})
+        return f"{url}/"
 
 
 def _may_open_browser(settings: Settings) -> bool:

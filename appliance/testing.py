@@ -79,8 +79,10 @@ class ServerProcess:
 
     @property
     def login_url(self) -> str:
-        """The dashboard's login link of this start, as the launcher opens it (kept in the home folder's lock)."""
-        return json.loads((self.home / "appliance.lock").read_text())["login"]
+        """A new login link to the dashboard (a link logs in once), as a second launch asks for it."""
+        request = urllib.request.Request(self.api + "/login-link", method="POST", headers=self.headers)
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return json.load(reply)["login"]
 
     @property
     def headers(self) -> dict[str, str]:

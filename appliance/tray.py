@@ -49,12 +49,12 @@ class Tray:
     def __init__(
         self,
         appliance: Appliance,
-        login_url: str,
+        dashboard_link: Callable[[], str],
         quit: Callable[[], None],
         open_url: Callable[[str], object] = webbrowser.open,
     ) -> None:
         self.appliance = appliance
-        self.login_url = login_url
+        self.dashboard_link = dashboard_link
         self._quit = quit
         self._open_url = open_url
         self._icon: Any = None
@@ -84,7 +84,7 @@ class Tray:
     # -- the menu's actions --------------------------------------------------------------------------------------
 
     def open_dashboard(self) -> None:
-        self._open_url(self.login_url)
+        self._open_url(self.dashboard_link())
 
     def open_inbox(self) -> None:
         folder = self.appliance.settings.inbox_path

@@ -3,10 +3,11 @@ origins refused."""
 
 from __future__ import annotations
 
+import os
 import stat
 
 from appliance.core import Appliance
-from tests.conftest import API, api_client, make_settings, upload_file
+from tests.conftest import API, api_client, make_settings, upload_file, wait_for_job
 
 HTML = {"Accept": "text/html"}
 
@@ -52,16 +53,28 @@ def test_login_key_gives_a_session_for_pages_and_api(client):
     wrong = client.get("/login", params={"key": "guess", "next": "/files"}, headers=HTML, follow_redirects=False)
     assert wrong.status_code == 401 and "not valid" in wrong.text and "set-cookie" not in wrong.headers
 
-    good = client.get("/login", params={"key": appliance.access.login_key, "next": "/files"}, follow_redirects=False)
+    key = appliance.access.new_login_key()
+    good = client.get("/login", params={"key": key, "next": "/files"}, follow_redirects=False)
     assert good.status_code == 303 and good.headers["location"] == "/files"
     cookie = good.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
     assert client.get("/files", headers=HTML).status_code == 200
     assert client.get(f"{API}/fileids").status_code == 200  # the page's own uploads use the API
+    # a login key logs in once
+    again = client.get("/login", params={"key": key}, headers=HTML, follow_redirects=False)
+    assert again.status_code == 401 and "used already" in again.text
+    # the login form posts the key (never in an address); the API token works there too, for lab browsers
+    form = client.post("/login", data={"key": appliance.access.new_login_key(), "next": "/jobs"},
+                       headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)  # fmt: skip
+    assert form.status_code == 303 and form.headers["location"] == "/jobs"
+    token = client.post("/login", data={"key": appliance.access.api_token}, follow_redirects=False,
+                        headers={"Origin": "http://127.0.0.1:8765"})  # fmt: skip
+    assert token.status_code == 303
 
     # only paths of this server are followed after login
     for target in ("//evil.example/x", "https://evil.example/", "/\\evil.example"):
-        reply = client.get("/login", params={"key": appliance.access.login_key, "next": target}, follow_redirects=False)
+        key = appliance.access.new_login_key()
+        reply = client.get("/login", params={"key": key, "next": target}, follow_redirects=False)
         assert reply.headers["location"] == "/"
 
     assert (
@@ -73,14 +86,23 @@ def test_login_key_gives_a_session_for_pages_and_api(client):
 def test_a_session_cannot_be_used_from_another_origin(client, image):
     file_uuid = upload_file(client, image)
     anonymous(client)
-    client.get("/login", params={"key": client.appliance.access.login_key})
+    client.get("/login", params={"key": client.appliance.access.new_login_key()})
     foreign = {"Origin": "http://127.0.0.1:9999"}  # another local server: same site, other origin
     assert client.post(f"/files/{file_uuid}/delete", headers=foreign).status_code == 403
     assert (
         client.post(f"{API}/upload", files={"file": ("x.fits", image.read_bytes())}, headers=foreign).status_code == 403
     )
     assert client.post(f"/files/{file_uuid}/delete", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 403
+    # caesar-rest deletes and cancels with GET: carried by the cookie alone, they need the same proof
+    job_id = client.appliance.jobs.submit("anonymous", "sep", {}, file_uuid).id
+    for headers in (foreign, {"Sec-Fetch-Site": "same-site"}, {}):
+        assert client.get(f"{API}/delete/{file_uuid}", headers=headers).status_code == 403
+        assert client.get(f"{API}/job/{job_id}/cancel", headers=headers).status_code == 403
     assert client.get(f"{API}/file/{file_uuid}").status_code == 200  # still there
+    assert client.get(f"{API}/job/{job_id}/status", headers=foreign).status_code == 200  # reading is not acting
+    # scripts keep caesar-rest's GET forms: the token is proof enough, wherever the request comes from
+    bearer = {**foreign, "Authorization": f"Bearer {client.appliance.access.api_token}"}
+    assert client.get(f"{API}/job/{job_id}/cancel", headers=bearer).status_code == 200
     own = client.post(f"/files/{file_uuid}/delete", headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)
     assert own.status_code == 303
     assert client.get(f"{API}/file/{file_uuid}").status_code == 404
@@ -89,10 +111,9 @@ def test_a_session_cannot_be_used_from_another_origin(client, image):
 def test_token_kept_across_starts_login_key_not(tmp_path):
     settings = make_settings(tmp_path / "home")
     with api_client(settings) as first:
-        token, key = first.appliance.access.api_token, first.appliance.access.login_key
+        token, key = first.appliance.access.api_token, first.appliance.access.new_login_key()
     with api_client(settings) as second:
         assert second.appliance.access.api_token == token
-        assert second.appliance.access.login_key != key
         anonymous(second)
         assert second.get("/login", params={"key": key}, follow_redirects=False).status_code == 401
     for secret in (settings.token_path, settings.lock_path):
@@ -104,3 +125,33 @@ def test_login_can_be_turned_off(tmp_path):
         anonymous(client)
         assert client.get(f"{API}/fileids").status_code == 200
         assert client.get("/files", headers=HTML).status_code == 200
+
+
+def test_home_is_readable_by_its_owner_only(tmp_path, image):
+    """A lab machine has other users: the home folder is 0700 and nothing in it is open to group or others, also
+    what an earlier version left open."""
+    home = tmp_path / "home"
+    (home / "data" / "anonymous").mkdir(parents=True)
+    home.chmod(0o755)
+    (home / "data").chmod(0o755)
+    old = home / "data" / "anonymous" / "old.txt"
+    old.write_text("written with umask 022")
+    old.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        with api_client(make_settings(home)) as client:
+            file_uuid = upload_file(client, image)
+            job = client.post(f"{API}/job", json={"app": "sep", "job_inputs": {}, "data_inputs": file_uuid}).json()
+            assert wait_for_job(client, job["job_id"], timeout=120)["state"] == "SUCCESS"
+        assert os.umask(0o022) == 0o022  # the process's own umask is given back at stop
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    open_to_others = [
+        f"{path.relative_to(home)} {stat.S_IMODE(path.lstat().st_mode):o}"
+        for path in home.rglob("*")
+        if not path.is_symlink() and path.lstat().st_mode & 0o077
+    ]
+    assert open_to_others == []
+    kinds = {path.relative_to(home).parts[0] for path in home.rglob("*")}
+    assert {"appliance.db", "queue.db", "logs", "data", "jobs", "api-token"} <= kinds

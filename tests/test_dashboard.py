@@ -5,8 +5,12 @@ go to test-artifacts/screenshots/."""
 
 from __future__ import annotations
 
+import functools
+import http.server as http_server
+import json
 import re
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,7 @@ import httpx
 import pytest
 
 from appliance.testing import ServerProcess, make_sky
-from tests.conftest import REPO
+from tests.conftest import API, LONG_JOB, REPO, upload_file
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
@@ -236,3 +240,55 @@ def test_large_image_in_the_viewer(page, server, tmp_path):
     print(f"\nviewer: 8192² image (shown as its 4096² block average) with {sources} ellipses in {seconds:.1f} s")
     assert sources >= 150 and page.evaluate("window.__viewer.error") is None
     shoot(page, "job-8192")
+
+
+def test_a_page_on_another_port_cannot_act_through_the_session(browser, server, slow_sky, tmp_path):
+    """Logged in to the dashboard, the user visits a page another local server serves (same site for the browser,
+    so SameSite does not help): its images, form and fetch aim at caesar-rest's GET delete and cancel routes and
+    the POST ones. The file and the running job are untouched; a script with the token still has the GET forms."""
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=60) as http:
+        file_uuid = upload_file(http, slow_sky)
+        job_id = http.post(
+            f"{API}/job", json={"app": "aegean", "job_inputs": LONG_JOB, "data_inputs": file_uuid}
+        ).json()["job_id"]
+        api = server.api
+        attack = (
+            f'<img src="{api}/delete/{file_uuid}"><img src="{api}/job/{job_id}/cancel">'
+            f'<form method="post" action="{api}/job/{job_id}/cancel"><button>See more cats</button></form>'
+            f"<script>fetch('{api}/delete/{file_uuid}', {{method: 'POST', mode: 'no-cors', credentials: 'include'}})"
+            "</script>"
+        )
+        (tmp_path / "index.html").write_text(f"<!doctype html><title>cat pictures</title>{attack}")
+        handler = functools.partial(http_server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+        other = http_server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=other.serve_forever, daemon=True).start()
+        context = browser.new_context()
+        try:
+            page = context.new_page()
+            page.goto(server.login_url)
+            assert page.locator("h1").inner_text() == "Overview"
+            page.goto(f"http://127.0.0.1:{other.server_address[1]}/")
+            page.wait_for_load_state("networkidle")
+            with page.expect_response(f"{api}/job/{job_id}/cancel") as clicked:
+                page.get_by_role("button").click()  # the user is tricked into sending the form
+            assert clicked.value.status == 403
+            refused = [
+                (entry["message"], entry.get("http_status"))
+                for entry in map(json.loads, (server.home / "logs" / "appliance.log").read_text().splitlines())
+                if file_uuid in entry["message"] or f"/job/{job_id}/cancel" in entry["message"]
+            ]
+            assert sorted(refused) == sorted([
+                (f"GET {API}/delete/{file_uuid} 403", 403), (f"POST {API}/delete/{file_uuid} 403", 403),
+                (f"GET {API}/job/{job_id}/cancel 403", 403), (f"POST {API}/job/{job_id}/cancel 403", 403),
+            ])  # fmt: skip
+            assert http.get(f"{API}/file/{file_uuid}").status_code == 200
+            assert http.get(f"{API}/job/{job_id}/status").json()["state"] in ("PENDING", "STARTED", "RUNNING")
+            # the user's own page still acts with the cookie
+            page.goto(f"{server.url}/jobs/{job_id}")
+            assert page.locator("h1").count() == 1
+        finally:
+            context.close()
+            other.shutdown()
+        cancel = http.get(f"{API}/job/{job_id}/cancel")  # caesar-rest's GET form, with the token
+        assert cancel.status_code == 200 and cancel.json()["state"] == "CANCELED"
+        assert http.get(f"{API}/delete/{file_uuid}").status_code == 200

@@ -164,7 +164,7 @@ def test_tray_docks_follows_jobs_and_stops_cleanly(display, tmp_path, slow_sky):
     env = {"DISPLAY": display, "BROWSER": f"{browser} %s"}
     with ServerProcess(tmp_path / "home", command=LAUNCHER, env=env) as app:
         assert wait_for_title(display, "idle", app=app) == "caesar-appliance: idle"
-        assert calls(opened) == [app.login_url]
+        assert calls(opened)[0].startswith(f"{app.url}/login?key=")
         with httpx.Client(base_url=app.url, headers=app.headers, timeout=60) as http:
             file_uuid = upload_file(http, slow_sky)
             job_id = submit(http, file_uuid, job_inputs=LONG_JOB)
@@ -197,11 +197,14 @@ def test_second_launch_opens_the_running_dashboard(tmp_path):
                                text=True, timeout=60)  # fmt: skip
         assert again.returncode == 0, again.stderr
         assert f"already running at {app.url}" in again.stdout
-        assert calls(opened, 2) == first * 2 == [app.login_url] * 2
-        # the link logs the browser in and lands on the dashboard
-        with httpx.Client(follow_redirects=True) as browser_client:
-            page = browser_client.get(app.login_url, headers={"Accept": "text/html"})
-            assert page.status_code == 200 and "<h1>Overview</h1>" in page.text
+        links = calls(opened, 2)
+        assert links[0] == first[0] and links[1].startswith(f"{app.url}/login?key=") and links[1] != links[0]
+        # each link logs a browser in once and lands on the dashboard
+        for link in links:
+            with httpx.Client(follow_redirects=True) as browser_client:
+                page = browser_client.get(link, headers={"Accept": "text/html"})
+                assert page.status_code == 200 and "<h1>Overview</h1>" in page.text
+                assert browser_client.get(link, headers={"Accept": "text/html"}).status_code == 401
         # --no-browser: the second launch only says where it runs
         quiet = subprocess.run([*LAUNCHER, "--home", str(app.home), "--no-browser"], env={**os.environ, **env},
                                capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -219,11 +222,13 @@ def test_tray_menu_actions(tmp_path, sky, monkeypatch):
     appliance.start()
     urls: list[str] = []
     quit_asked = threading.Event()
-    tray = Tray(appliance, "http://127.0.0.1:1/login?key=k", quit=quit_asked.set, open_url=urls.append)
+    links = iter(["http://127.0.0.1:1/login?key=k1", "http://127.0.0.1:1/login?key=k2"])
+    tray = Tray(appliance, lambda: next(links), quit=quit_asked.set, open_url=urls.append)
     try:
         assert tray.status() == ("idle", "caesar-appliance: idle")
         tray.open_dashboard()
-        assert urls == ["http://127.0.0.1:1/login?key=k"]
+        tray.open_dashboard()
+        assert urls == ["http://127.0.0.1:1/login?key=k1", "http://127.0.0.1:1/login?key=k2"]  # a new link each time
         tray.open_inbox()
         assert calls(opened_folders) == [str(settings.inbox_path)]
 

@@ -16,7 +16,7 @@ from litestar.static_files import create_static_files_router
 from appliance import __version__
 from appliance.core import Appliance
 from web.apps import AppsController
-from web.auth import LoginRequired, login, logout
+from web.auth import LoginRequired, login, login_form, login_link, logout
 from web.compare import CompareController
 from web.dashboard import TEMPLATE_CONFIG, DashboardController
 from web.errors import EXCEPTION_HANDLERS
@@ -45,6 +45,8 @@ def create_app(appliance: Appliance) -> Litestar:
             CompareController,
             health,
             login,
+            login_form,
+            login_link,
             logout,
             create_static_files_router(path="/static", directories=[STATIC], include_in_schema=False),
         ],

@@ -1,8 +1,10 @@
 """Login: every route but the public ones needs the API token (``Authorization: Bearer``) or a session cookie.
 
-A browser gets its cookie from ``/login?key=<login key>``, which the launcher opens for the user. A request carried
-only by the cookie and changing something must come from one of our own pages (its Origin is this server), so
-another site, or another local server on a different port, cannot drive the dashboard through the user's browser."""
+A browser gets its cookie from ``/login?key=<login key>``, which the launcher opens for the user; a key logs in once.
+A request carried only by the cookie and changing something, whatever its method (caesar-rest deletes and cancels
+with GET), must come from one of our own pages: its Origin is this server, or the browser says the request is
+same-origin or typed by the user. So another site, or another local server on a different port (same site for the
+browser, so SameSite cookies do not stop it), cannot act through the user's browser."""
 
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ from urllib.parse import parse_qs
 
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
-from litestar.enums import ScopeType
+from litestar.enums import RequestEncodingType, ScopeType
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import ASGIMiddleware
-from litestar.params import FromQuery, QueryParameter
+from litestar.params import Body, FromQuery, QueryParameter
 from litestar.response import Redirect, Template
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from appliance.access import Access
+from appliance.access import LOGIN_LINK_ROUTE, Access
 from appliance.core import Appliance
 from web.dashboard import page
 
@@ -28,6 +30,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PREFIXES = ("/static/", "/docs", "/login", "/caesar/api/v1.0/health")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+CHANGES_STATE = {"changes_state": True}  # route opt of a GET route that changes something
 
 
 def cookie_name(scope: Scope) -> str:
@@ -55,11 +58,19 @@ def _session(headers: dict[bytes, bytes], name: str) -> str | None:
 
 
 def _same_origin(headers: dict[bytes, bytes]) -> bool:
+    """Only positive evidence counts: a request that says nothing of where it comes from is refused."""
     origin = headers.get(b"origin", b"").decode("latin-1")
     if origin:
         host = headers.get(b"host", b"").decode("latin-1")
         return origin in (f"http://{host}", f"https://{host}")
-    return headers.get(b"sec-fetch-site", b"same-origin") in (b"same-origin", b"none")
+    return headers.get(b"sec-fetch-site") in (b"same-origin", b"none")
+
+
+def _changes_state(scope: Scope) -> bool:
+    if scope["method"] not in SAFE_METHODS:
+        return True
+    handler = scope.get("route_handler")
+    return handler is not None and bool(handler.opt.get("changes_state"))
 
 
 class LoginRequired(ASGIMiddleware):
@@ -88,8 +99,10 @@ class LoginRequired(ASGIMiddleware):
                     "log in: send the API token as 'Authorization: Bearer <token>' (caesar-appliance token prints it)",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
-            if scope["method"] not in SAFE_METHODS and not _same_origin(headers):
-                raise PermissionDeniedException("this request did not come from the appliance's own pages")
+            if _changes_state(scope) and not _same_origin(headers):
+                raise PermissionDeniedException(
+                    "this request did not come from the appliance's own pages; scripts send the API token"
+                )
         await next_app(scope, receive, send)
 
 
@@ -103,16 +116,29 @@ def _safe_next(target: str | None) -> str:
 @get("/login", include_in_schema=False, sync_to_thread=False)
 def login(request: Request, appliance: NamedDependency[Appliance], key: FromQuery[str | None] = None,
           next_path: Annotated[str | None, QueryParameter(name="next")] = None) -> Response | Template:  # fmt: skip
-    """Trade the login key for a session cookie and go on to the page asked for; without a key, the login form."""
-    target = _safe_next(next_path)
+    """The launcher's link: trade its login key for a session cookie and go on to the page asked for; without a key,
+    the login form."""
     if key is None:
-        return page("Log in", "", "login.html", next=target)
+        return page("Log in", "", "login.html", next=_safe_next(next_path))
+    return _log_in(request, appliance, key, next_path)
+
+
+@post("/login", include_in_schema=False, sync_to_thread=False)
+def login_form(request: Request, appliance: NamedDependency[Appliance],
+               data: Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response | Template:  # fmt: skip
+    """The login form: the key travels in the body, never in an address (history, logs)."""
+    return _log_in(request, appliance, data.get("key", ""), data.get("next"))
+
+
+def _log_in(request: Request, appliance: Appliance, key: str, next_path: str | None) -> Response | Template:
+    target = _safe_next(next_path)
     session = appliance.access.login(key.strip())
     client = request.client.host if request.client else ""
     if session is None:
         log.info("login refused", extra={"action": "login", "client": client, "http_status": 401})
         return page("Log in", "", "login.html", status_code=401, next=target, message_kind="error",
-                    message="That key is not valid. The login key changes each time the appliance starts.")  # fmt: skip
+                    message="That key is not valid, or it was used already: a login key logs in once. Run "
+                            "caesar-appliance again, or choose Open dashboard in its tray menu, for a new link.")  # fmt: skip
     response = Redirect(target, status_code=303)
     response.set_cookie(cookie_name(request.scope), session, httponly=True, samesite="strict", path="/")
     log.info("login", extra={"action": "login", "client": client})
@@ -128,3 +154,12 @@ def logout(request: Request, appliance: NamedDependency[Appliance]) -> Redirect:
     response = Redirect("/login", status_code=303)
     response.delete_cookie(name, path="/")
     return response
+
+
+@post(
+    LOGIN_LINK_ROUTE, tags=["system"], status_code=200, sync_to_thread=False, summary="A new login link for a browser"
+)
+def login_link(request: Request, appliance: NamedDependency[Appliance]) -> dict[str, str]:
+    """A link that logs one browser into the dashboard, once (what a second launch of the desktop appliance opens)."""
+    base = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return {"login": appliance.access.login_link(base)}

@@ -14,6 +14,7 @@ from litestar.response import Redirect, Stream
 from appliance.core import Appliance
 from appliance.errors import InvalidRequest
 from appliance.models import StoredFile
+from web.auth import CHANGES_STATE
 from web.downloads import stream_file
 from web.uploads import receive_upload
 
@@ -148,7 +149,13 @@ class FilesController(Controller):
             raise InvalidRequest("missing_uuid", "give the file's uuid as the 'uuid' parameter")
         return Redirect(f"{API}/download/{uuid}")
 
-    @route("/delete/{file_uuid:str}", http_method=["GET", "POST"], status_code=200, summary="Delete a file")
+    @route(
+        "/delete/{file_uuid:str}",
+        http_method=["GET", "POST"],
+        status_code=200,
+        summary="Delete a file",
+        opt=CHANGES_STATE,
+    )
     async def delete(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str]
     ) -> dict[str, str]:

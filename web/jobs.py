@@ -19,6 +19,7 @@ from appliance.catalogs import KINDS, REGION_FORMATS, TABLE_FORMATS
 from appliance.core import Appliance
 from appliance.errors import ApplianceError, InvalidRequest
 from appliance.jobs import JOB_LOG, job_document
+from web.auth import CHANGES_STATE
 from web.downloads import stream_file
 from web.errors import error_response
 from web.files import API
@@ -141,7 +142,13 @@ class JobsController(Controller):
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         return job_document(job)
 
-    @route("/job/{job_id:str}/cancel", http_method=["GET", "POST"], status_code=200, summary="Cancel a job")
+    @route(
+        "/job/{job_id:str}/cancel",
+        http_method=["GET", "POST"],
+        status_code=200,
+        summary="Cancel a job",
+        opt=CHANGES_STATE,
+    )
     async def cancel(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> dict[str, Any]:

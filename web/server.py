@@ -10,6 +10,8 @@ import uvicorn
 from litestar import Litestar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from web.accesslog import AccessLog
+
 BUFFER_BYTES = 4 << 20
 
 
@@ -74,9 +76,10 @@ class BulkTransferProtocol(HttpToolsProtocol):
 def make_server(app: Litestar, shutdown_grace_seconds: float) -> uvicorn.Server:
     return uvicorn.Server(
         uvicorn.Config(
-            app,
+            AccessLog(app),  # outside the app, so it sees the status of every answer, refusals included
             http=BulkTransferProtocol,
             log_config=None,
+            access_log=False,  # web.accesslog writes it, redacted
             lifespan="on",
             timeout_graceful_shutdown=max(1, round(shutdown_grace_seconds)),
             server_header=False,
