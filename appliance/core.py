@@ -39,9 +39,10 @@ def make_astropy_offline() -> None:
     astropy_data.conf.allow_internet = False
 
 
-OWNER_ONLY_UMASK = (
-    0o077  # what the appliance and its jobs write is readable by the user only (a lab machine has others)
-)
+# What the appliance and its jobs write is readable by the user only (a lab machine has others).
+OWNER_ONLY_UMASK = 0o077
+# Below this, SQLite can no longer grow its journal: nothing can change, not even a deletion.
+DISK_FULL_BYTES = 1 << 20
 
 
 def owner_only(home: Path) -> None:
@@ -151,7 +152,8 @@ class Appliance:
         }
 
     def health(self) -> dict[str, Any]:
-        """What /health reports; ``ok`` is false when the database or the queue is not working."""
+        """What /health reports; ``ok`` is false when the database or the queue is not working, or the disk is too
+        full to take uploads and jobs ("low": below the reserve; "full": not even the database can grow)."""
         try:
             with self.db.session() as session:
                 session.execute(text("SELECT 1"))
@@ -162,12 +164,16 @@ class Appliance:
         if self.queue is not None and self.queue.running:
             queue = "paused" if self.queue.paused else "running"
         disk = shutil.disk_usage(self.settings.data_dir)
+        space = (
+            "full" if disk.free < DISK_FULL_BYTES else "low" if disk.free < self.settings.disk_reserve_bytes else "ok"
+        )
         return {
-            "ok": database == "ok" and queue in ("running", "paused"),
+            "ok": database == "ok" and queue in ("running", "paused") and space == "ok",
             "version": __version__,
             "uptime_seconds": round(time.monotonic() - self.started_at, 3) if self.started_at else 0.0,
             "database": database,
             "queue": queue,
+            "disk": space,
             "disk_free_bytes": disk.free,
             "disk_total_bytes": disk.total,
         }

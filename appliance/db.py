@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,7 +13,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from appliance.errors import InsufficientStorage
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -36,9 +40,16 @@ class Database:
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """A session whose work is committed on exit, rolled back on error."""
-        with self._sessions.begin() as session:
-            yield session
+        """A session whose work is committed on exit, rolled back on error. A full disk is InsufficientStorage."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as exc:
+            if _disk_full(exc):
+                raise InsufficientStorage(
+                    "insufficient_storage", "the disk of the appliance's database is full: nothing was changed"
+                ) from None
+            raise
 
     def migrate(self) -> None:
         with self.engine.begin() as connection:
@@ -53,6 +64,11 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _disk_full(exc: OperationalError) -> bool:
+    orig = exc.orig
+    return getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(orig)
 
 
 def _alembic_config() -> Config:

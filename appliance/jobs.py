@@ -8,6 +8,7 @@ state, job_<id>.tar.gz of all of it.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import shutil
@@ -33,6 +34,7 @@ from appliance.db import Database
 from appliance.errors import (
     ApplianceError,
     Conflict,
+    InsufficientStorage,
     InvalidRequest,
     NotFound,
     NotReady,
@@ -152,13 +154,22 @@ class JobService:
             runner=self.runner.name,
             pid="",
         )
+        self.files.check_free_space("the job's outputs")
         folder = self.folder(job)
-        folder.mkdir(parents=True)
-        self._write_spec(job, record.filename_orig, record.summary)
-        if app.cores(options) > job.cores:
-            self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
-        with self._writing() as session:
-            session.add(job)
+        try:
+            folder.mkdir(parents=True)
+            self._write_spec(job, record.filename_orig, record.summary)
+            if app.cores(options) > job.cores:
+                self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
+            with self._writing() as session:
+                session.add(job)
+        except BaseException as exc:
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage(
+                    "insufficient_storage", "the disk is full: the job was not recorded"
+                ) from None
+            raise
         self._queue(job)
         log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app_name})
         return job

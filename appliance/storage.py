@@ -196,16 +196,19 @@ class FileStore:
         limit = self.settings.upload_max_bytes
         if declared_size is not None and declared_size > limit:
             raise TooLarge("too_large", _too_large_message(limit))
+        self.check_free_space("the upload", declared_size or 0)
+        return Upload(self, user, filename)
+
+    def check_free_space(self, what: str, size: int = 0) -> None:
+        """Refuse (InsufficientStorage) what would leave less than the reserve free on the data disk."""
         free = shutil.disk_usage(self.settings.data_dir).free
-        needed = (declared_size or 0) + self.settings.disk_reserve_bytes
-        if free < needed:
+        reserve = self.settings.disk_reserve_bytes
+        if free < size + reserve:
             raise InsufficientStorage(
                 "insufficient_storage",
-                f"not enough free disk space: {free / 2**30:.1f} GiB free, "
-                f"{needed / 2**30:.1f} GiB needed (upload plus the {self.settings.disk_reserve_bytes / 2**30:.1f} GiB "
-                "reserve)",
+                f"not enough free disk space: {_size(free)} free, {_size(size + reserve)} needed ({what} plus the "
+                f"{_size(reserve)} reserve, setting disk_reserve_bytes)",
             )
-        return Upload(self, user, filename)
 
     def _register(self, upload: Upload, tag: str | None, summary: dict) -> StoredFile:
         relpath = f"{upload.user}/{upload.uuid}.{upload.ext}"
@@ -345,6 +348,10 @@ def _storage_error(exc: OSError) -> Exception:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("insufficient_storage", "the data disk is full; the upload was discarded")
     return exc
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
 def _too_large_message(limit: int) -> str:

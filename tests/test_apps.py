@@ -165,6 +165,17 @@ def test_body_must_be_a_json_object(client):
         assert reply.status_code == 400 and reply.json()["error"] == "invalid_json"
 
 
+@pytest.mark.parametrize("route", ["/job", "/compare"])
+@pytest.mark.parametrize(("opening", "closing", "depth"), [("[", "]", 100_000), ('{"a":', "}", 5_000), ("[", "]", 33)])
+def test_bodies_nested_too_deep_are_refused(client, route, opening, closing, depth):
+    reply = client.post(
+        f"{API}{route}", content=opening * depth + "1" + closing * depth, headers={"content-type": "application/json"}
+    )
+    assert reply.status_code == 400 and reply.json()["error"] == "invalid_json"
+    assert "nested more than 32 levels" in reply.json()["status"]
+    assert client.get(f"{API}/jobs").json() == [] and client.get(f"{API}/comparisons").json() == []
+
+
 def test_images_a_finder_cannot_use_are_refused_at_submission(client, tmp_path):
     no_wcs = upload_file(client, write_image(tmp_path / "pixels.fits", wcs=False))
     reply = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": no_wcs})

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
+import subprocess
 import uuid as uuidlib
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,6 +102,14 @@ def test_download_streams_the_original_bytes_under_the_original_name(client, ima
     assert redirect.status_code in (302, 307) and redirect.headers["location"].endswith(f"/download/{file_uuid}")
 
 
+@pytest.mark.parametrize("route", ["/fileids", "/jobs", "/comparisons"])
+def test_paging_offsets_are_bounded(client, route):
+    assert client.get(f"{API}{route}", params={"offset": 2**53 - 1}).json() == []
+    for offset in (2**63, 2**53, -1, "x"):
+        reply = client.get(f"{API}{route}", params={"offset": offset})
+        assert reply.status_code == 400 and reply.json()["error"] == "invalid_request", offset
+
+
 @pytest.mark.parametrize(
     ("header", "status", "start", "end"),
     [
@@ -108,6 +119,8 @@ def test_download_streams_the_original_bytes_under_the_original_name(client, ima
         ("bytes=10-5", 200, 0, None),
         ("bytes=0-1,5-9", 200, 0, None),
         ("items=0-5", 200, 0, None),
+        ("bytes=0-" + "9" * 4301, 206, 0, None),
+        ("bytes=-" + "9" * 4301, 206, 0, None),
     ],
 )
 def test_download_byte_ranges(client, image, header, status, start, end):
@@ -128,6 +141,8 @@ def test_unsatisfiable_range_and_stale_if_range(client, image):
     reply = client.get(f"{API}/download/{file_uuid}", headers={"Range": f"bytes={size}-"})
     assert reply.status_code == 416 and reply.headers["content-range"] == f"bytes */{size}"
     assert reply.json()["error"] == "range_not_satisfiable"
+    beyond = client.get(f"{API}/download/{file_uuid}", headers={"Range": f"bytes={'9' * 4301}-"})
+    assert beyond.status_code == 416 and beyond.json()["error"] == "range_not_satisfiable"
     etag = client.get(f"{API}/download/{file_uuid}").headers["etag"]
     fresh = client.get(f"{API}/download/{file_uuid}", headers={"Range": "bytes=0-9", "If-Range": etag})
     stale = client.get(f"{API}/download/{file_uuid}", headers={"Range": "bytes=0-9", "If-Range": '"other"'})
@@ -274,6 +289,66 @@ def test_too_large_and_no_space_are_refused(tmp_path, image):
         reply = upload(client, image)
         assert reply.status_code == 507 and reply.json()["error"] == "insufficient_storage"
         assert "free disk space" in reply.json()["status"]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MiB file system of its own (tmpfs), to fill up."""
+    home = tmp_path / "home"
+    home.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(home)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"a full disk is made with a tmpfs mount, which needs root: {mounted.stderr.decode().strip()}")
+    try:
+        yield home
+    finally:
+        subprocess.run(["umount", "--lazy", str(home)], check=True)
+
+
+def fill(folder: Path) -> Path:
+    """A file taking every byte left on folder's file system."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as f:
+        for chunk in (1 << 20, 1 << 12, 1):
+            try:
+                while True:
+                    f.write(b"\0" * chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+    return filler
+
+
+def test_a_full_disk_is_refused_with_507_and_nothing_is_lost(small_disk, image):
+    """0 bytes free (and no reserve to stop earlier): a job, an upload and a deletion are refused, or done whole."""
+    with api_client(make_settings(small_disk, disk_reserve_bytes=0)) as client:
+        file_uuid = upload(client, image).json()["uuid"]
+        kept = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid}).json()["job_id"]
+        client.post(f"{API}/job/{kept}/cancel")
+        jobs_dir = client.appliance.settings.jobs_dir
+        folders = sorted(jobs_dir.rglob("job_*"))
+        filler = fill(small_disk)
+
+        health = client.get(f"{API}/health")
+        assert health.status_code == 503 and health.json()["ok"] is False and health.json()["disk"] == "full"
+        submitted = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid})
+        assert submitted.status_code == 507 and submitted.json()["error"] == "insufficient_storage"
+        assert sorted(jobs_dir.rglob("job_*")) == folders
+        assert upload(client, image).status_code == 507
+        assert [f["fileid"] for f in client.get(f"{API}/fileids").json()] == [file_uuid]
+        deleted = client.delete(f"{API}/job/{kept}")
+        assert deleted.status_code in (200, 507), deleted.text
+        if deleted.status_code == 507:  # refused whole: the job and its folder are still there
+            assert deleted.json()["error"] == "insufficient_storage"
+            assert client.get(f"{API}/job/{kept}/status").status_code == 200
+            assert sorted(jobs_dir.rglob("job_*")) == folders
+
+        filler.unlink()
+        assert client.get(f"{API}/health").json()["ok"] is True
+        assert client.delete(f"{API}/job/{kept}").status_code in (200, 404)
+        assert client.get(f"{API}/job/{kept}/status").status_code == 404 and not any(jobs_dir.rglob("job_*"))
+        again = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid})
+        assert again.status_code == 202
+        client.post(f"{API}/job/{again.json()['job_id']}/cancel")
 
 
 def test_unknown_and_malformed_ids_are_404(client):

@@ -72,7 +72,13 @@ def test_a_failing_finder_ends_failure_with_its_log_in_the_output(client, tmp_pa
     status = wait_for_job(client, job_id)
     assert status["state"] == "FAILURE" and status["exit_code"] == 1
     assert "pybdsf failed with exit code 1" in status["status"]
-    assert "Traceback" in client.get(f"{API}/job/{job_id}/log").text
+    log = client.get(f"{API}/job/{job_id}/log")
+    assert "Traceback" in log.text and log.headers["x-log-size"] == str(len(log.content))
+    for offset in (len(log.content), 2**53 - 1):
+        tail = client.get(f"{API}/job/{job_id}/log", params={"offset": offset})
+        assert tail.status_code == 200 and tail.content == b"" and tail.headers["x-log-size"] == str(len(log.content))
+    beyond = client.get(f"{API}/job/{job_id}/log", params={"offset": 2**63 - 1})
+    assert beyond.status_code == 400 and beyond.json()["error"] == "invalid_request"
     assert {"job.log", "job.json", "pybdsf_parameters.json"} <= tarball_names(client, job_id)
     for route in ("sources", "output-components", "preview", "output-plot"):
         reply = client.get(f"{API}/job/{job_id}/{route}")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Any
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery
 from litestar.response import Stream
 
 from appliance.compare import TABLE_FORMATS, document
@@ -16,6 +15,7 @@ from appliance.core import Appliance
 from appliance.errors import InvalidRequest
 from web.files import API
 from web.jobs import send
+from web.params import Limit, Offset, json_object
 
 
 class CompareController(Controller):
@@ -29,12 +29,7 @@ class CompareController(Controller):
         """``{"jobs": ["<job A>", "<job B>"], "radius_arcsec": 6.5, "kind": "components"}``: a one-to-one
         cross-match within the radius (default: the image's beam major axis). The reply gives the counts
         (matched, only_a, only_b) and the flux ratio B/A and offsets of the matched pairs."""
-        try:
-            body = json.loads(await request.body() or b"null")
-        except ValueError as exc:
-            raise InvalidRequest("invalid_json", f"the body is not JSON: {exc}") from None
-        if not isinstance(body, dict):
-            raise InvalidRequest("invalid_json", 'the body must be a JSON object: {"jobs": [a, b]}')
+        body = await json_object(request, '{"jobs": [a, b]}')
         comparison = await anyio.to_thread.run_sync(
             lambda: appliance.comparisons.create(
                 user, body.get("jobs"), body.get("radius_arcsec"), body.get("kind", "components")
@@ -47,8 +42,8 @@ class CompareController(Controller):
         self,
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> Response[list[dict[str, Any]]]:
         rows, total = await anyio.to_thread.run_sync(lambda: appliance.comparisons.list(user, limit, offset))
         return Response([document(c) for c in rows], headers={"X-Total-Count": str(total)})

@@ -28,6 +28,7 @@ from appliance.jobs import JOB_LOG, job_document
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES
 from appliance.quicklook import quicklook_png, view_fits
 from web.errors import http_status_of
+from web.params import PageNumber
 from web.uploads import receive_upload
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -200,13 +201,13 @@ class DashboardController(Controller):
     @get("/files", sync_to_thread=True)
     def files(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
               tag: FromQuery[str | None] = None,
-              page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+              page_number: PageNumber = 1) -> Template:  # fmt: skip
         return page("Files", "Files", "files.html", **self._files_context(appliance, user, tag, page_number))
 
     @get("/files/table", sync_to_thread=True)
     def files_table(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                     tag: FromQuery[str | None] = None,
-                    page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+                    page_number: PageNumber = 1) -> Template:  # fmt: skip
         return Template("fragments/files_table.html", context=self._files_context(appliance, user, tag, page_number))
 
     @staticmethod
@@ -324,7 +325,7 @@ class DashboardController(Controller):
     def jobs(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
              job_state: Annotated[str | None, QueryParameter(name="state")] = None, app: FromQuery[str | None] = None,
              tag: FromQuery[str | None] = None,
-             page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+             page_number: PageNumber = 1) -> Template:  # fmt: skip
         context = jobs_context(appliance, user, job_state, app, tag, page_number)
         states = list(LIVE_JOB_STATES) + [s for s in TERMINAL_JOB_STATES if s != "ABORTED"]
         return page("Jobs", "Jobs", "jobs.html", state=job_state, app=app, tag=tag, states=states,
@@ -333,7 +334,7 @@ class DashboardController(Controller):
     @get("/jobs/{job_id:str}", sync_to_thread=True)
     def job(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
             sort: FromQuery[str] = "int_flux", order: FromQuery[str] = "desc",
-            page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+            page_number: PageNumber = 1) -> Template:  # fmt: skip
         context = job_context(appliance, user, job_id, sort, order, page_number)
         return page(f"Job {job_id[:8]}", "Jobs", "job.html", **context)
 
@@ -346,7 +347,7 @@ class DashboardController(Controller):
     @get("/jobs/{job_id:str}/table", sync_to_thread=True)
     def table(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
               sort: FromQuery[str] = "int_flux", order: FromQuery[str] = "desc",
-              page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> Template:  # fmt: skip
+              page_number: PageNumber = 1) -> Template:  # fmt: skip
         context = catalog_context(appliance, user, job_id, sort, order, page_number)
         return Template("fragments/catalog_table.html", context={"job": {"job_id": job_id}, **context})
 

@@ -14,6 +14,7 @@ from litestar.response import Stream
 from web.errors import error_body
 
 CHUNK_BYTES = 1 << 20
+_MAX_DIGITS = 18  # every file size fits; Python refuses to parse integers of more than 4 300 digits
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -59,19 +60,24 @@ def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
     match = _RANGE.match(header.strip().replace(" ", ""))
     if not match or match.group(1) == match.group(2) == "":
         return None
-    first, last = match.groups()
-    if first == "":
-        suffix = int(last)
-        if suffix == 0:
+    start, last = (_position(group) for group in match.groups())
+    if start is None:  # the last `last` bytes
+        if last == 0:
             return "unsatisfiable"
-        return max(0, size - suffix), size - 1
-    start = int(first)
-    end = min(int(last), size - 1) if last else size - 1
+        return max(0, size - last), size - 1
+    end = min(last, size - 1) if last is not None else size - 1
     if start >= size:
         return "unsatisfiable"
     if end < start:
         return None
     return start, end
+
+
+def _position(digits: str) -> int | None:
+    """A byte position; one longer than any file could be stands for "beyond the end" (and stays a small int)."""
+    if not digits:
+        return None
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
 
 
 async def _read(path: Path, start: int, end: int) -> AsyncIterator[bytes]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, get, post, route
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, QueryParameter
+from litestar.params import FromPath, FromQuery
 from litestar.response import Redirect, Stream
 
 from appliance.core import Appliance
@@ -16,6 +16,7 @@ from appliance.errors import InvalidRequest
 from appliance.models import StoredFile
 from web.auth import CHANGES_STATE
 from web.downloads import stream_file
+from web.params import Limit, Offset
 from web.uploads import receive_upload
 
 API = "/caesar/api/v1.0"
@@ -99,8 +100,8 @@ class FilesController(Controller):
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
         tag: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> Response[list[dict[str, Any]]]:
         """A bare list (as caesar-rest), newest first. Paging: ``limit``/``offset``; the total is in the
         ``X-Total-Count`` header and the next page in ``Link``. Filter with ``tag``."""

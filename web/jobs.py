@@ -4,7 +4,6 @@ every format, region files, the log)."""
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -23,6 +22,7 @@ from web.auth import CHANGES_STATE
 from web.downloads import stream_file
 from web.errors import error_response
 from web.files import API
+from web.params import Limit, Offset, json_object
 
 MEDIA_TYPES = {
     ".gz": "application/gzip",
@@ -67,15 +67,7 @@ class JobsController(Controller):
         ``walltime`` (seconds). Options are checked against the app's schema: every problem is listed under
         ``options`` in the 422 reply. Refusals carry ``state: "ABORTED"``, as in caesar-rest."""
         try:
-            try:
-                body = json.loads(await request.body() or b"null")
-            except ValueError as exc:
-                raise InvalidRequest("invalid_json", f"the body is not JSON: {exc}") from None
-            if not isinstance(body, dict):
-                raise InvalidRequest(
-                    "invalid_json",
-                    'the body must be a JSON object: {"app": ..., "job_inputs": ..., "data_inputs": ...}',
-                )
+            body = await json_object(request, '{"app": ..., "job_inputs": ..., "data_inputs": ...}')
             unknown = set(body) - {"app", "job_inputs", "data_inputs", "tag", "walltime"}
             if unknown:
                 raise InvalidRequest("invalid_request", f"unknown field(s): {', '.join(sorted(unknown))}")
@@ -112,8 +104,8 @@ class JobsController(Controller):
         job_state: Annotated[str | None, QueryParameter(name="state")] = None,
         app: FromQuery[str | None] = None,
         tag: FromQuery[str | None] = None,
-        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Limit = 100,
+        offset: Offset = 0,
     ) -> Response[list[dict[str, Any]]]:
         """A bare list (as caesar-rest), newest first; filter by ``state``, ``app``, ``tag``; total in
         ``X-Total-Count``, next page in ``Link``."""
@@ -277,15 +269,17 @@ class JobsController(Controller):
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
         job_id: FromPath[str],
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Offset = 0,
     ) -> Response:
         """Plain text: what the appliance did and everything the finder printed. ``offset`` (bytes) returns only
         what came after it; ``X-Log-Size`` gives the size to ask from next time."""
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         path = appliance.jobs.folder(job) / JOB_LOG
-        data = b""
+        data, size = b"", 0
         if path.is_file():
             with path.open("rb") as f:
-                f.seek(offset)
+                size = f.seek(0, 2)
+                f.seek(min(offset, size))
                 data = f.read()
-        return Response(data, media_type="text/plain; charset=utf-8", headers={"X-Log-Size": str(offset + len(data))})
+                size = f.tell()
+        return Response(data, media_type="text/plain; charset=utf-8", headers={"X-Log-Size": str(size)})
