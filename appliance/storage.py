@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import unicodedata
 import uuid as uuidlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -38,7 +39,6 @@ log = logging.getLogger(__name__)
 EXTENSIONS = ("fits.gz", "fit.gz", "fts.gz", "fits", "fit", "fts")
 _UUID = re.compile(r"^[0-9a-f]{32}$")
 _USER = re.compile(r"^[A-Za-z0-9_.@-]{1,128}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_TAG_LENGTH = 256
 COPY_BLOCK = 4 << 20
 _HASHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="upload-hash")
@@ -57,17 +57,24 @@ def file_extension(filename: str) -> str:
 
 
 def clean_filename(filename: str) -> str:
-    """The original name as shown back to the user: last path component, no control characters, ≤ 255 chars."""
-    name = _CONTROL.sub("", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    """The original name as shown back to the user: last path component, NFC, ≤ 255 chars, without the characters
+    that print nothing or change how the rest prints: controls, bidi overrides (U+202E shows "x<U+202E>txt.fits" as
+    "xstif.txt"), zero-width and unassigned code points, line and paragraph separators."""
+    last = unicodedata.normalize("NFC", filename.replace("\\", "/").rsplit("/", 1)[-1])
+    name = "".join(c for c in last if not _non_printing(c)).strip()
     if not name or name in {".", ".."}:
         raise InvalidRequest("missing_filename", "the upload has no file name")
     return name[-255:]
 
 
+def _non_printing(character: str) -> bool:
+    return unicodedata.category(character) in {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
+
+
 def clean_tag(tag: str | None) -> str | None:
     if tag is None or not tag.strip():
         return None
-    if len(tag) > MAX_TAG_LENGTH or _CONTROL.search(tag):
+    if len(tag) > MAX_TAG_LENGTH or any(_non_printing(c) for c in tag):
         raise InvalidRequest("invalid_tag", f"a tag is at most {MAX_TAG_LENGTH} printable characters")
     return tag.strip()
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import json
+import socket
 import subprocess
 import uuid as uuidlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import func, select
 
 from appliance.models import Job, StoredFile
+from appliance.testing import ServerProcess
 from tests.conftest import api_client, make_settings, write_image
 
 API = "/caesar/api/v1.0"
@@ -86,6 +90,45 @@ def test_fileids_lists_newest_first_with_paging_and_tag_filter(client, image):
 
     tagged = client.get(f"{API}/fileids", params={"tag": "a"})
     assert {f["fileid"] for f in tagged.json()} == {uuids[1], uuids[3]} and tagged.headers["x-total-count"] == "2"
+
+
+def test_names_keep_only_characters_that_print(client, image):
+    """A bidi override would show "evil\u202etxt.fits" as "evilstif.txt" in every listing; zero-width, separator
+    and control characters hide what a name is. They are removed from the stored name; a tag with them is refused."""
+    for sent, stored in [
+        ("evil\u202etxt.fits", "eviltxt.fits"),
+        ("a\u200bb\u2028c\u2029d\x7fe\ufeff\U000e0001.fits", "abcde.fits"),
+        ("Field\u0301 e\u0301.fits", "Field\u0301 é.fits"),
+    ]:
+        body = upload(client, image, name=sent).json()
+        assert body["filename_orig"] == stored
+        assert client.get(f"{API}/file/{body['uuid']}").json()["filename_orig"] == stored
+    assert upload(client, image, name="\u202e\u200b.fits").status_code == 415  # only the extension is left
+    reply = upload(client, image, tag="raw\u202e")
+    assert reply.status_code == 400 and reply.json()["error"] == "invalid_tag"
+
+
+@pytest.mark.slow
+def test_requests_the_http_parser_refuses_are_answered_in_json(tmp_path):
+    with ServerProcess(tmp_path / "home") as app:
+        host, port = app.url.removeprefix("http://").split(":")
+        for request, status, code in [
+            (f"GET {API}/health?{'x' * 20000} HTTP/1.1\r\nHost: {host}\r\n\r\n", 414, "uri_too_long"),
+            (f"POST {API}/job HTTP/1.1\r\nHost: {host}\r\nContent-Length: 1, 2\r\n\r\n", 400, "invalid_request"),
+            (f"POST {API}/job HTTP/1.1\r\nHost: {host}\r\nContent-Length: {'9' * 30}\r\n\r\n", 400, "invalid_request"),
+            ("GARBAGE\r\n\r\n", 400, "invalid_request"),
+        ]:
+            with socket.create_connection((host, int(port)), timeout=10) as connection:
+                connection.sendall(request.encode())
+                answer = b""
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(f"HTTP/1.1 {status} ".encode()), head
+            assert b"content-type: application/json" in head.lower()
+            assert json.loads(body)["error"] == code
+        with httpx.Client(base_url=app.api, headers={"Authorization": f"Bearer {app.token}"}) as api:
+            assert api.get("/health").status_code == 200  # and the server goes on
 
 
 def test_download_streams_the_original_bytes_under_the_original_name(client, image):

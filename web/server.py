@@ -4,15 +4,19 @@ buffers sized for multi-GiB bodies."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import deque
+from http import HTTPStatus
 
 import uvicorn
 from litestar import Litestar
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from web.accesslog import AccessLog
+from web.errors import error_body
 
 BUFFER_BYTES = 4 << 20
+MAX_URL_BYTES = 16 << 10  # far beyond any route and query the appliance has; browsers stop near 64 KiB
 
 
 class ChunkCycle(RequestResponseCycle):
@@ -51,6 +55,28 @@ class BulkTransferProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         transport.set_write_buffer_limits(high=BUFFER_BYTES)
+
+    refusal: tuple[int, str, str] | None = None
+
+    def on_url(self, url: bytes) -> None:
+        if len(self.url) + len(url) > MAX_URL_BYTES:
+            self.refusal = (414, "uri_too_long", f"the URL is longer than {MAX_URL_BYTES} bytes")
+            raise ValueError(self.refusal[2])  # the parser stops; data_received answers with send_400_response
+        super().on_url(url)
+
+    def send_400_response(self, msg: str) -> None:
+        """What the HTTP parser refuses (a malformed request line, a bad Content-Length, headers too big, a URL too
+        long) gets the JSON error every other refusal gets, where uvicorn would answer in plain text."""
+        status, code, message = self.refusal or (400, "invalid_request", "the request is not valid HTTP/1.1")
+        body = json.dumps(error_body(message, code)).encode()
+        self.transport.write(
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
+            + b"content-type: application/json\r\n"
+            + f"content-length: {len(body)}\r\n".encode()
+            + b"connection: close\r\n\r\n"
+            + body
+        )
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         previous = self.cycle
