@@ -22,6 +22,7 @@ from appliance.compare import ComparisonService
 from appliance.config import Settings
 from appliance.db import Database
 from appliance.errors import ApplianceError, ConfigError
+from appliance.idempotency import IdempotencyKeys
 from appliance.inbox import Inbox
 from appliance.jobs import JobService
 from appliance.lock import HomeLock
@@ -70,6 +71,7 @@ class Appliance:
         self.apps = AppRegistry(settings)
         self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))
         self.comparisons = ComparisonService(settings, self.db, self.jobs)
+        self.idempotency_keys = IdempotencyKeys(self.db)
         self.inbox = Inbox(settings, self.files, self.jobs) if settings.inbox else None
         self.queue: JobQueue | None = None
         self.started_at: float | None = None
@@ -108,6 +110,7 @@ class Appliance:
             self.jobs.enqueue, self.jobs.revoke = self.queue.enqueue, self.queue.revoke
             self.jobs.recover(self.queue.pending_task_ids())
             self.comparisons.recover()
+            self.idempotency_keys.recover()
             self.queue.start()
             if self.inbox is not None:
                 self.inbox.start()

@@ -38,7 +38,11 @@ class InvalidContent(ApplianceError):
 
 
 class InsufficientStorage(ApplianceError):
-    """The data disk cannot take the upload."""
+    """The data disk cannot take the upload, the job or the change."""
+
+
+class KeyReused(ApplianceError):
+    """An Idempotency-Key came again with a different request."""
 
 
 class ConfigError(ApplianceError):

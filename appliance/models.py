@@ -1,4 +1,4 @@
-"""The ORM tables of appliance.db: registered files and the jobs that use them."""
+"""The ORM tables of appliance.db: registered files, the jobs that use them, comparisons, idempotency keys."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -112,6 +113,23 @@ class Comparison(Base):
     summary: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_comparisons_user_created", "user", "created"),)
+
+
+class IdempotencyKey(Base):
+    """A client's Idempotency-Key and the first answer to the request it came with (null while that runs)."""
+
+    __tablename__ = "idempotency_keys"
+
+    user: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(2048))
+    request_sha256: Mapped[str | None] = mapped_column(String(64))
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[list[list[str]] | None] = mapped_column(JSON)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_idempotency_keys_created", "created"),)
 
 
 LIVE_JOB_STATES = ("PENDING", "STARTED", "RUNNING")

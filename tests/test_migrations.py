@@ -16,7 +16,13 @@ def test_migrations_match_the_models(tmp_path):
     with db.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
         assert diff == []
-        assert inspect(connection).get_table_names() == ["alembic_version", "comparisons", "files", "jobs"]
+        assert inspect(connection).get_table_names() == [
+            "alembic_version",
+            "comparisons",
+            "files",
+            "idempotency_keys",
+            "jobs",
+        ]
     assert db.schema_is_current()
     db.migrate()  # applying again at the next start is a no-op
     db.close()

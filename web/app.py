@@ -23,6 +23,7 @@ from web.errors import EXCEPTION_HANDLERS
 from web.events import EventsController
 from web.files import FilesController
 from web.hosts import HostCheck, allowed_host_names
+from web.idempotency import Idempotency
 from web.jobs import JobsController
 from web.system import health
 
@@ -60,6 +61,7 @@ def create_app(appliance: Appliance) -> Litestar:
         middleware=[
             DefineMiddleware(HostCheck, names=allowed_host_names(settings.host, settings.allowed_hosts)),
             LoginRequired(appliance.access),
+            Idempotency(appliance.idempotency_keys, settings.user),
         ],
         request_max_body_size=JSON_BODY_LIMIT,
         openapi_config=OpenAPIConfig(

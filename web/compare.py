@@ -14,6 +14,7 @@ from appliance.compare import TABLE_FORMATS, document
 from appliance.core import Appliance
 from appliance.errors import InvalidRequest
 from web.files import API
+from web.idempotency import IDEMPOTENT
 from web.jobs import send
 from web.params import Limit, Offset, json_object
 
@@ -22,7 +23,7 @@ class CompareController(Controller):
     path = API
     tags = ["compare"]
 
-    @post("/compare", status_code=201, summary="Compare two finished jobs on the same image")
+    @post("/compare", status_code=201, opt=IDEMPOTENT, summary="Compare two finished jobs on the same image")
     async def create(
         self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]
     ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ HTTP_STATUS: dict[type[errors.ApplianceError], int] = {
     errors.UnsupportedType: 415,
     errors.InvalidContent: 422,
     errors.InvalidOptions: 422,
+    errors.KeyReused: 422,
     errors.Unavailable: 422,
     errors.InsufficientStorage: 507,
 }

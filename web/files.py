@@ -16,6 +16,7 @@ from appliance.errors import InvalidRequest
 from appliance.models import StoredFile
 from web.auth import CHANGES_STATE
 from web.downloads import stream_file
+from web.idempotency import IDEMPOTENT
 from web.params import Limit, Offset
 from web.uploads import receive_upload
 
@@ -62,7 +63,13 @@ class FilesController(Controller):
     path = API
     tags = ["files"]
 
-    @post("/upload", request_max_body_size=None, status_code=200, summary="Upload a FITS image (multipart)")
+    @post(
+        "/upload",
+        request_max_body_size=None,
+        status_code=200,
+        opt=IDEMPOTENT,
+        summary="Upload a FITS image (multipart)",
+    )
     async def upload(
         self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]
     ) -> dict[str, Any]:
@@ -79,6 +86,7 @@ class FilesController(Controller):
         http_method=["PUT", "POST"],
         request_max_body_size=None,
         status_code=200,
+        opt=IDEMPOTENT,
         summary="Upload a FITS image as the raw request body",
     )
     async def upload_raw(

@@ -22,6 +22,7 @@ from web.auth import CHANGES_STATE
 from web.downloads import stream_file
 from web.errors import error_response
 from web.files import API
+from web.idempotency import IDEMPOTENT
 from web.params import Limit, Offset, json_object
 
 MEDIA_TYPES = {
@@ -59,7 +60,7 @@ class JobsController(Controller):
     path = API
     tags = ["jobs"]
 
-    @route("/job", http_method=["POST"], status_code=202, summary="Submit a job")
+    @route("/job", http_method=["POST"], status_code=202, opt=IDEMPOTENT, summary="Submit a job")
     async def submit(
         self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]
     ) -> Response:
