@@ -120,7 +120,7 @@ def overhead(http: httpx.Client, file_uuid: str, sky: Path, work: Path) -> None:
                 "--maxsummits",
                 "3",
                 "--table",
-                "aegean.fits,aegean.reg",
+                "aegean.vot,aegean.reg",
                 sky.name,
             ],
             cwd=folder,

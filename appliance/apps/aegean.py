@@ -122,7 +122,7 @@ class Aegean(App):
             "--floodclip",
             str(o["mergethr"]),
             "--table",
-            "aegean.fits,aegean.reg",
+            "aegean.vot,aegean.reg",  # its FITS tables hold positions as float32 (0.1" steps); VOTable as double
         )
         if o["fit-maxcomponents"] > 0:
             aegean += ["--maxsummits", str(o["fit-maxcomponents"])]
@@ -139,8 +139,8 @@ class Aegean(App):
 
     def collect(self, job: JobInput) -> Catalog:
         wcs = celestial_wcs(fits.getheader(job.image))
-        components = _read(job.workdir / "aegean_comp.fits")
-        islands = _read(job.workdir / "aegean_isle.fits")
+        components = _read(job.workdir / "aegean_comp.vot")
+        islands = _read(job.workdir / "aegean_isle.vot")
         stem = job.image.name.removesuffix(".fits")
         for kind, keep in (("bkg", job.options["save-bkgmap"]), ("rms", job.options["save-rmsmap"])):
             if not keep:
