@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from appliance import __version__
-from appliance.config import load_settings
+from appliance.config import Settings, default_home, load_settings
 from appliance.errors import ConfigError
 from appliance.launcher import EXIT_CONFIG, EXIT_OK, run
 
@@ -36,11 +36,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"caesar-appliance: {exc.message}", file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "token":
-        from appliance.access import Access
-
-        print(Access(settings.token_path, required=True).api_token)
-        return EXIT_OK
+        return print_token(settings, home_given=settings.home != default_home())
     return run(settings, desktop=args.command is None)
+
+
+def print_token(settings: Settings, home_given: bool) -> int:
+    """The API token of the appliance that is running, so that scripts reach it whatever --home it was started
+    with; of the home named, when one is. What the token belongs to is said on stderr whenever it could surprise."""
+    from appliance.access import Access
+    from appliance.lock import running_appliances
+
+    home = settings.home
+    if not home_given:
+        running = running_appliances()
+        homes = [Path(info["home"]) for info in running]
+        if len(homes) == 1:
+            home = homes[0]
+        elif len(homes) > 1 and home not in homes:
+            listed = "; ".join(f"{info['home']} at {info.get('url', '?')}" for info in running)
+            print(f"caesar-appliance: several appliances are running, say which with --home: {listed}", file=sys.stderr)
+            return EXIT_CONFIG
+        elif not homes:
+            print(f"caesar-appliance: no appliance is running; this is the token of {home}", file=sys.stderr)
+    token_path = home / settings.token_path.name
+    if not token_path.exists():
+        print(f"caesar-appliance: {home} had no token (no appliance has run there): made one", file=sys.stderr)
+    print(Access(token_path, required=True).api_token)
+    return EXIT_OK
 
 
 def _add_server_options(parser: argparse.ArgumentParser) -> None:

@@ -16,6 +16,7 @@ import platformdirs
 from appliance.errors import ConfigError
 
 APP_NAME = "caesar-appliance"
+LOCK_NAME = "appliance.lock"
 ENV_PREFIX = "CAESAR_APPLIANCE_"
 DEFAULTS_FILE = Path(__file__).with_name("appliance.toml")
 
@@ -60,7 +61,7 @@ class Settings:
 
     @property
     def lock_path(self) -> Path:
-        return self.home / "appliance.lock"
+        return self.home / LOCK_NAME
 
     @property
     def data_dir(self) -> Path:
@@ -199,8 +200,13 @@ def _from_env(key: str, raw: str, default: Any) -> Any:
         raise ConfigError(f"environment {name} must be {_kind(default)}, got {raw!r}") from None
 
 
+def default_home() -> Path:
+    """Where everything lives unless --home, CAESAR_APPLIANCE_HOME or the settings file say otherwise."""
+    return Path(platformdirs.user_data_dir(APP_NAME)).resolve()
+
+
 def _build(values: dict[str, Any]) -> Settings:
-    home = Path(values["home"]).expanduser() if values["home"] else Path(platformdirs.user_data_dir(APP_NAME))
+    home = Path(values["home"]).expanduser() if values["home"] else default_home()
     settings = Settings(
         **{
             **values,

@@ -38,8 +38,8 @@ def make_settings(home: Path, **overrides: object) -> Settings:
 @pytest.fixture(autouse=True)
 def _no_user_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Keep the developer's own config file and environment out of every test."""
-    config_home = tmp_path_factory.mktemp("xdg-config")
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    for kind in ("CONFIG", "STATE"):  # the settings file; the list of running appliances
+        monkeypatch.setenv(f"XDG_{kind}_HOME", str(tmp_path_factory.mktemp(f"xdg-{kind.lower()}")))
     for name in list(os.environ):
         if name.startswith("CAESAR_APPLIANCE_") and name != "CAESAR_APPLIANCE_TEST_DATA":
             monkeypatch.delenv(name)

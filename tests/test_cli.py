@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -78,6 +79,30 @@ def test_second_instance_on_the_same_home_exits_3_and_names_the_first(tmp_path):
         assert "already running" in second.stderr and server.url in second.stderr
         with urllib.request.urlopen(server.api + "/health") as reply:
             assert json.load(reply)["ok"]
+
+
+def test_token_finds_the_running_appliance_whatever_its_home(tmp_path):
+    """Scripts run `caesar-appliance token` without --home: they get the token of the appliance that is running,
+    not a new token made in the default home; with several running they are told to choose; a 401 names the home."""
+    env = {"XDG_DATA_HOME": str(tmp_path / "xdg-data")}  # the default home, kept inside the test
+
+    def token(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "appliance", "token", *args], capture_output=True, text=True,
+                              timeout=60, env={**os.environ, **env})  # fmt: skip
+
+    with ServerProcess(tmp_path / "lab", env=env) as lab:
+        found = token()
+        assert found.returncode == 0 and found.stdout.strip() == lab.token and found.stderr == ""
+        wrong = httpx.get(lab.api + "/fileids", headers={"Authorization": "Bearer caesar_" + "x" * 40})
+        assert wrong.status_code == 401 and f"token --home {lab.home}" in wrong.json()["status"]
+        with ServerProcess(tmp_path / "other", env=env) as other:
+            several = token()
+            assert several.returncode == 2 and str(lab.home) in several.stderr and other.url in several.stderr
+            assert token("--home", str(other.home)).stdout.strip() == other.token
+    alone = token()
+    assert alone.returncode == 0 and "no appliance is running" in alone.stderr and "made one" in alone.stderr
+    assert alone.stdout.strip() not in (lab.token, other.token)
+    assert (tmp_path / "xdg-data" / "caesar-appliance" / "api-token").read_text().strip() == alone.stdout.strip()
 
 
 def test_busy_port_exits_4_with_nothing_started(tmp_path):

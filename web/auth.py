@@ -89,14 +89,16 @@ class LoginRequired(ASGIMiddleware):
         if token is not None:
             if not self.access.token_valid(token):
                 raise NotAuthorizedException(
-                    "the API token is not valid (caesar-appliance token prints it)",
+                    f"the API token is not valid: this appliance's is printed by "
+                    f"'caesar-appliance token --home {self.access.token_path.parent}'",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
         else:
             session = _session(headers, cookie_name(scope))
             if session is None or not self.access.session_valid(session):
                 raise NotAuthorizedException(
-                    "log in: send the API token as 'Authorization: Bearer <token>' (caesar-appliance token prints it)",
+                    "log in: send the API token as 'Authorization: Bearer <token>' "
+                    f"('caesar-appliance token --home {self.access.token_path.parent}' prints it)",
                     headers={"WWW-Authenticate": "Bearer"},
                 )
             if _changes_state(scope) and not _same_origin(headers):
