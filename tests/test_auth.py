@@ -8,6 +8,7 @@ import stat
 
 from appliance.core import Appliance
 from tests.conftest import API, api_client, make_settings, upload_file, wait_for_job
+from web.auth import SESSION_ENDED
 
 HTML = {"Accept": "text/html"}
 
@@ -112,10 +113,20 @@ def test_token_kept_across_starts_login_key_not(tmp_path):
     settings = make_settings(tmp_path / "home")
     with api_client(settings) as first:
         token, key = first.appliance.access.api_token, first.appliance.access.new_login_key()
+        anonymous(first)
+        session = first.get("/login", params={"key": first.appliance.access.new_login_key()}, follow_redirects=False)
+        assert first.get("/files", headers=HTML).status_code == 200
     with api_client(settings) as second:
         assert second.appliance.access.api_token == token
         anonymous(second)
         assert second.get("/login", params={"key": key}, follow_redirects=False).status_code == 401
+        # the browser's session ended with the first run: the login page says so, and where it was going
+        second.cookies = session.cookies
+        ended = second.get("/files", headers=HTML, follow_redirects=False)
+        assert ended.status_code == 303 and ended.headers["location"] == "/login?next=%2Ffiles&ended=1"
+        assert SESSION_ENDED in second.get(ended.headers["location"], headers=HTML).text
+        second.cookies = {}
+        assert "session has ended" not in second.get("/login?next=%2Ffiles", headers=HTML).text
     for secret in (settings.token_path, settings.lock_path):
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
 

@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 PUBLIC_PREFIXES = ("/static/", "/docs", "/login", "/caesar/api/v1.0/health")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SESSION_ENDED = (
+    "Your session has ended: a session lasts until the appliance stops, and it has restarted since you logged in "
+    "(or you logged out in another tab). Log in again."
+)
 CHANGES_STATE = {"changes_state": True}  # route opt of a GET route that changes something
 
 
@@ -100,6 +104,7 @@ class LoginRequired(ASGIMiddleware):
                     "log in: send the API token as 'Authorization: Bearer <token>' "
                     f"('caesar-appliance token --home {self.access.token_path.parent}' prints it)",
                     headers={"WWW-Authenticate": "Bearer"},
+                    extra={"session_ended": session is not None},  # the login page says why
                 )
             if _changes_state(scope) and not _same_origin(headers):
                 raise PermissionDeniedException(
@@ -117,11 +122,13 @@ def _safe_next(target: str | None) -> str:
 
 @get("/login", include_in_schema=False, sync_to_thread=False)
 def login(request: Request, appliance: NamedDependency[Appliance], key: FromQuery[str | None] = None,
-          next_path: Annotated[str | None, QueryParameter(name="next")] = None) -> Response | Template:  # fmt: skip
+          next_path: Annotated[str | None, QueryParameter(name="next")] = None,
+          ended: FromQuery[bool] = False) -> Response | Template:  # fmt: skip
     """The launcher's link: trade its login key for a session cookie and go on to the page asked for; without a key,
-    the login form."""
+    the login form (saying why, when the browser's session had ended)."""
     if key is None:
-        return page("Log in", "", "login.html", next=_safe_next(next_path))
+        why = SESSION_ENDED if ended else None
+        return page("Log in", "", "login.html", next=_safe_next(next_path), message=why, message_kind="info")
     return _log_in(request, appliance, key, next_path)
 
 

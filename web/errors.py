@@ -48,15 +48,17 @@ def wants_page(request: Request) -> bool:
     )
 
 
-def to_login(request: Request) -> Response:
-    """A browser without a session goes to the login page, and back to where it was afterwards. htmx, asking for a
-    piece of a page, is told to move the whole page (HX-Redirect)."""
+def to_login(request: Request, session_ended: bool = False) -> Response:
+    """A browser without a session goes to the login page, and back to where it was afterwards; the page says why
+    when the browser had a session that ended. htmx, asking for a piece of a page, is told to move the whole page
+    (HX-Redirect)."""
+    why = {"ended": "1"} if session_ended else {}
     if request.headers.get("hx-request"):
         here = urlsplit(request.headers.get("hx-current-url", "/"))
-        target = "/login?" + urlencode({"next": here.path + (f"?{here.query}" if here.query else "")})
+        target = "/login?" + urlencode({"next": here.path + (f"?{here.query}" if here.query else ""), **why})
         return Response(b"", status_code=401, headers={"HX-Redirect": target})
     page = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return Redirect("/login?" + urlencode({"next": page if request.method == "GET" else "/"}), status_code=303)
+    return Redirect("/login?" + urlencode({"next": page if request.method == "GET" else "/", **why}), status_code=303)
 
 
 def error_page(title: str, detail: str, status: int) -> Template:
@@ -97,7 +99,7 @@ def http_error(request: Request, exc: HTTPException) -> Response | Template:
         return unexpected_error(request, exc)
     extra = {"details": exc.extra} if isinstance(exc, ValidationException) and exc.extra else {}
     if status == 401 and wants_page(request):
-        return to_login(request)
+        return to_login(request, session_ended=isinstance(exc.extra, dict) and bool(exc.extra.get("session_ended")))
     if wants_page(request):
         return error_page(exc.detail, exc.detail, status)
     return Response(
