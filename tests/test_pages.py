@@ -3,8 +3,16 @@ are pages, and the live streams send fragments."""
 
 from __future__ import annotations
 
+import html
 import re
+import sys
 
+import pytest
+
+from appliance.apps import App, JobInput
+from appliance.apps.options import OptionSchema
+from appliance.catalogs import Catalog, normalized_table
+from runners import RunSpec
 from tests.conftest import API, upload_file, wait_for_job
 
 HTML = {"accept": "text/html"}
@@ -68,3 +76,62 @@ def test_live_stream_of_a_finished_job(client, sky):
     with client.stream("GET", f"/events/jobs/{job_id}") as stream:
         text = "".join(stream.iter_text())
     assert "event: status" in text and 'class="state success"' in text and "event: done" in text
+
+
+def server_sent_events(stream: str) -> list[tuple[str, str]]:
+    """(event, data) as a browser's EventSource reads them: data lines joined by newlines."""
+    events = []
+    for block in re.split(r"\r?\n\r?\n", stream):
+        lines = block.splitlines()
+        names = [line.removeprefix("event: ") for line in lines if line.startswith("event: ")]
+        data = [line.removeprefix("data:").removeprefix(" ") for line in lines if line.startswith("data:")]
+        if names:
+            events.append((names[0], "\n".join(data)))
+    return events
+
+
+class Chatty(App):
+    """Prints numbered lines, fast or slowly, some without their newline for a while: a log's worst timings."""
+
+    name = "chatty"
+    title = description = "prints numbered lines"
+    schema = OptionSchema([])
+
+    def __init__(self, lines: int, pause: float) -> None:
+        self.lines, self.pause = lines, pause
+
+    def check_input(self, summary, options) -> None:
+        pass
+
+    def steps(self, job: JobInput) -> list[RunSpec]:
+        script = (
+            "import sys, time\n"
+            f"for i in range({self.lines}):\n"
+            "    sys.stdout.write(f'line {i} ' + 'é' * (i % 7)); sys.stdout.flush()\n"
+            f"    time.sleep({self.pause} / 2); print(' end', flush=True); time.sleep({self.pause} / 2)\n"
+        )
+        return [RunSpec(name="chatty", argv=[sys.executable, "-c", script], cwd=job.workdir, log=job.log, cores=1)]
+
+    def collect(self, job: JobInput) -> Catalog:
+        return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))
+
+
+@pytest.mark.parametrize(("lines", "pause"), [(3000, 0.0), (12, 0.25)])
+def test_the_live_log_shows_every_line_once_from_the_first(client, image, lines, pause):
+    """The job page's log and then its stream, opened at any moment of the job: together every line, once, whole."""
+    client.appliance.jobs.apps.apps["chatty"] = Chatty(lines, pause)
+    file_uuid = upload_file(client, image)
+    for _ in range(2):
+        job_id = client.post(f"{API}/job", json={"app": "chatty", "data_inputs": file_uuid}).json()["job_id"]
+        page = client.get(f"/jobs/{job_id}", headers=HTML).text
+        shown = html.unescape(re.search(r'<pre id="job-log"[^>]*>(.*?)</pre>', page, re.S).group(1))
+        stream_url = re.search(r'sse-connect="([^"]+)"', page)
+        if stream_url:  # still running when the page was made
+            with client.stream("GET", html.unescape(stream_url.group(1))) as stream:
+                events = "".join(stream.iter_text())
+            shown += "".join(html.unescape(data) for event, data in server_sent_events(events) if event == "log")
+        full = client.get(f"{API}/job/{job_id}/log").text
+        assert wait_for_job(client, job_id)["state"] == "SUCCESS"
+        printed = [line for line in shown.splitlines() if line.startswith("line ")]
+        assert printed == [f"line {i} {'é' * (i % 7)} end" for i in range(lines)]
+        assert shown.strip() == full.strip()

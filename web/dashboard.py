@@ -137,14 +137,22 @@ def readable_log(data: bytes) -> str:
 
 
 def log_tail(appliance: Appliance, job: Any) -> tuple[str, int]:
-    """The end of the job's log (at most LOG_TAIL_BYTES) and the log's size."""
+    """The end of the job's log (at most LOG_TAIL_BYTES, whole lines) and the byte where that text ends, from which
+    the live page goes on."""
     path = appliance.jobs.folder(job) / JOB_LOG
     if not path.is_file():
         return "", 0
-    size = path.stat().st_size
     with path.open("rb") as f:
-        f.seek(max(0, size - LOG_TAIL_BYTES))
-        return readable_log(f.read()), size
+        size = f.seek(0, 2)
+        start = max(0, size - LOG_TAIL_BYTES)
+        f.seek(start)
+        data = whole_lines(f.read(size - start))
+        return readable_log(data), start + len(data)
+
+
+def whole_lines(data: bytes) -> bytes:
+    """Up to the last newline: a line still being written (a colour code, a UTF-8 character cut in two) waits."""
+    return data[: data.rfind(b"\n") + 1]
 
 
 def catalog_context(appliance: Appliance, user: str, job_id: str, sort: str, order: str,
@@ -181,8 +189,9 @@ def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_f
         file = appliance.files.get(user, job.data_inputs)
     except NotFound:
         file = None
-    log, _ = log_tail(appliance, job)
-    context: dict[str, Any] = {"job": job_document(job), "file": file, "log": log, "live": job.state in LIVE_JOB_STATES}
+    log, log_end = log_tail(appliance, job)
+    context: dict[str, Any] = {"job": job_document(job), "file": file, "log": log, "log_end": log_end,
+                               "live": job.state in LIVE_JOB_STATES}  # fmt: skip
     if job.state == "SUCCESS":
         context.update(catalog_context(appliance, user, job_id, sort, order, page_number))
         if file is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -17,7 +18,8 @@ from markupsafe import escape
 from appliance.core import Appliance
 from appliance.jobs import JOB_LOG, job_document
 from appliance.models import TERMINAL_JOB_STATES
-from web.dashboard import jobs_context, overview_context, readable_log
+from web.dashboard import jobs_context, overview_context, readable_log, whole_lines
+from web.params import MAX_OFFSET, PageNumber
 
 KEEPALIVE_SECONDS = 15.0
 LOG_POLL_SECONDS = 1.0  # a running job's log grows without state changes
@@ -75,7 +77,7 @@ class EventsController(Controller):
     async def jobs(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                    job_state: Annotated[str | None, QueryParameter(name="state")] = None,
                    app: FromQuery[str | None] = None, tag: FromQuery[str | None] = None,
-                   page_number: Annotated[int, QueryParameter(name="page", ge=1)] = 1) -> ServerSentEvent:  # fmt: skip
+                   page_number: PageNumber = 1) -> ServerSentEvent:  # fmt: skip
         def render_all() -> dict[str, str]:
             context = jobs_context(appliance, user, job_state, app, tag, page_number)
             return {"jobs": render(request, "fragments/jobs_table.html", context)
@@ -85,29 +87,43 @@ class EventsController(Controller):
 
     @get("/jobs/{job_id:str}")
     async def job(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-                  job_id: FromPath[str]) -> ServerSentEvent:  # fmt: skip
-        """``status`` (the state block) at each change, ``log`` with what the log gained, ``done`` at the end."""
+                  job_id: FromPath[str], start: Annotated[int, QueryParameter(name="from", ge=0, le=MAX_OFFSET)] = 0,
+                  ) -> ServerSentEvent:  # fmt: skip
+        """``status`` (the state block) at each change, ``log`` with the whole lines the log gained after byte
+        ``from`` (where the page's copy ends), ``done`` at the end. Every event's id is the log byte reached, so a
+        browser that reconnects (it sends the last id back) gets every line exactly once."""
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         log_path = appliance.jobs.folder(job) / JOB_LOG
-        offset = log_path.stat().st_size if log_path.exists() else 0
+        resumed = request.headers.get("last-event-id", "")
+        offset = int(resumed) if resumed.isdigit() and len(resumed) < 19 else start
 
         async def stream() -> AsyncGenerator[ServerSentEventMessage, None]:
             nonlocal offset
             sent = ""
             async for _ in changes(appliance, wait=LOG_POLL_SECONDS):
                 current = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
+                ended = current.state in TERMINAL_JOB_STATES  # read first: the log is complete before the state
                 html = render(request, "fragments/job_status.html", {"job": job_document(current)})
                 if html != sent:
                     sent = html
-                    yield ServerSentEventMessage(event="status", data=html)
-                if log_path.exists() and log_path.stat().st_size > offset:
-                    with log_path.open("rb") as f:
-                        f.seek(offset)
-                        added = f.read()
+                    yield ServerSentEventMessage(event="status", data=html, id=str(offset))
+                added = await anyio.to_thread.run_sync(_log_after, log_path, offset, ended)
+                if added:
                     offset += len(added)
-                    yield ServerSentEventMessage(event="log", data=str(escape(readable_log(added))))
-                if current.state in TERMINAL_JOB_STATES:
-                    yield ServerSentEventMessage(event="done", data=current.state)
+                    yield ServerSentEventMessage(event="log", data=str(escape(readable_log(added))), id=str(offset))
+                if ended:
+                    yield ServerSentEventMessage(event="done", data=current.state, id=str(offset))
                     return
 
         return ServerSentEvent(stream())
+
+
+def _log_after(path: Path, offset: int, ended: bool) -> bytes:
+    """What the log holds after ``offset``: whole lines while the job runs, everything once it has ended."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return b""
+    return data if ended else whole_lines(data)
