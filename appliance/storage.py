@@ -303,14 +303,20 @@ class FileStore:
             record = session.get(StoredFile, file_uuid) if _UUID.match(file_uuid) else None
             if record is None or record.user != user:
                 raise NotFound("file_not_found", f"File with uuid {file_uuid} not found on the system!")
-            live = session.scalars(
-                select(Job.id).where(Job.file_uuid == file_uuid, Job.state.in_(LIVE_JOB_STATES))
+            live = session.execute(
+                select(Job.id, Job.app, Job.submit_date, Job.state)
+                .where(Job.file_uuid == file_uuid, Job.state.in_(LIVE_JOB_STATES))
+                .order_by(Job.submit_date)
             ).all()
             if live:
+                named = ", ".join(
+                    f"{app} submitted {when:%Y-%m-%d %H:%M} UTC ({state.lower()})" for _, app, when, state in live
+                )
                 raise Conflict(
                     "file_in_use",
-                    f"File with uuid {file_uuid} is used by {len(live)} pending or running job(s) "
-                    f"({', '.join(live)}); cancel them or wait for them to end",
+                    f"{record.filename_orig} is used by {len(live)} job(s) that have not ended: {named}. Cancel them "
+                    "or wait for them to end",
+                    jobs=[job_id for job_id, *_ in live],
                 )
             path = self.path(record)
             session.delete(record)

@@ -192,6 +192,35 @@ def test_files_dropped_on_the_page_upload(page, server, tmp_path):
     expect(page.locator("#uploads li.done a")).to_have_text("ready: 64 × 48", timeout=30000)
     expect(page.locator("#files-table")).to_contain_text("dropped.fits")
 
+    # a refused upload: its bar turns red, with the reason beside it
+    page.set_input_files("#file-input", files=[{"name": "notes.fits", "mimeType": "application/fits",
+                                                "buffer": b"not a FITS file" * 300}])  # fmt: skip
+    refused = page.locator("#uploads li.failed")
+    expect(refused.locator(".error")).to_contain_text("the file is not FITS", timeout=30000)
+    red = refused.locator("progress").evaluate("bar => getComputedStyle(bar).accentColor")
+    assert (
+        red == "rgb(179, 38, 30)"
+        and page.locator("#uploads li.done progress").evaluate("bar => getComputedStyle(bar).accentColor") != red
+    )
+
+
+def test_deleting_a_file_a_job_uses_says_which_jobs(page, server, slow_sky):
+    from playwright.sync_api import expect
+
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as api:
+        file_uuid = api.post("/upload", files={"file": ("busy.fits", slow_sky.read_bytes())}).json()["uuid"]
+        job = api.post("/job", json={"app": "aegean", "job_inputs": LONG_JOB, "data_inputs": file_uuid}).json()
+        try:
+            page.goto(server.url + "/files")
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.locator("tr", has_text="busy.fits").get_by_role("link", name="Delete").click()
+            alert = page.get_by_role("alert")
+            expect(alert).to_contain_text("busy.fits is used by 1 job(s) that have not ended: aegean submitted 20")
+            assert job["job_id"] not in alert.inner_text()
+            expect(page.locator("#files-table")).to_contain_text("busy.fits")
+        finally:
+            api.post(f"/job/{job['job_id']}/cancel")
+
 
 def test_jobs_list_updates_live(page, server, sky_image):
     from playwright.sync_api import expect

@@ -16,6 +16,11 @@
     state.textContent = "uploading…";
     item.append(name, bar, state);
     list.append(item);
+    const failed = (reason) => {
+      state.textContent = reason;
+      state.className = "error";
+      item.classList.add("failed");  // the bar turns red
+    };
     return new Promise((resolve) => {
       const body = new FormData();
       body.append("file", file);
@@ -35,12 +40,11 @@
           state.append(link);
           item.classList.add("done");
         } else {
-          state.textContent = reply.status || ("failed (" + xhr.status + ")");
-          state.className = "error";
+          failed(reply.status || ("failed (" + xhr.status + ")"));
         }
         resolve();
       });
-      xhr.addEventListener("error", () => { state.textContent = "the connection failed"; state.className = "error"; resolve(); });
+      xhr.addEventListener("error", () => { failed("the connection failed"); resolve(); });
       xhr.send(body);
     });
   }
