@@ -40,6 +40,12 @@ _NOISE_AND_ORIGIN = [
         "meta.code.qual",
         "the finder's own quality flag (aegean: 0 is clean; caesar: fit quality, 3 best)",
     ),
+    (
+        "appliance_flags",
+        None,
+        "meta.code.qual",
+        "the appliance's own checks, as bits: 1 centre outside the image, 2 centre on a blank (NaN) pixel",
+    ),
     ("app", None, "meta.code", "finder that produced the row"),
 ]
 _INT_FLUX = [
@@ -79,7 +85,7 @@ ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     *_NOISE_AND_ORIGIN,
 ]
 
-_INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags"}
+_INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags", "appliance_flags"}
 KINDS = ("islands", "components")
 TABLE_FORMATS = {"votable": "vot", "fits": "fits", "csv": "csv", "json": "json", "ascii": "dat"}
 REGION_FORMATS = {"ds9": "reg", "crtf": "crtf"}
@@ -92,6 +98,41 @@ class Catalog:
 
     def table(self, kind: str) -> Table:
         return self.islands if kind == "islands" else self.components
+
+
+# Bits of appliance_flags: checks the appliance makes of every row, whatever the finder (their own are in flags).
+OUTSIDE_IMAGE = 1
+ON_BLANK = 2
+
+
+def footprint_flags(table: Table, data: np.ndarray) -> np.ndarray:
+    """OUTSIDE_IMAGE and ON_BLANK of each row, from its 0-based pixel centre; only those pixels of data are read."""
+    rows, cols = data.shape
+    x, y = np.rint(np.asarray(table["x"], dtype=float)), np.rint(np.asarray(table["y"], dtype=float))
+    outside = ~(np.isfinite(x) & np.isfinite(y)) | (x < 0) | (y < 0) | (x >= cols) | (y >= rows)
+    flags = np.where(outside, OUTSIDE_IMAGE, 0)
+    inside = np.flatnonzero(~outside)
+    blank = ~np.isfinite(data[y[inside].astype(int), x[inside].astype(int)])
+    flags[inside[blank]] |= ON_BLANK
+    return flags
+
+
+def check_footprint(catalog: Catalog, data: np.ndarray, drop: bool) -> tuple[Catalog, str | None]:
+    """Flag the rows centred off the data (outside the image or on blank pixels), which finders can report with a
+    clean flag; with ``drop`` leave them out. Also says what was found, for the job's log."""
+    tables, found = {}, []
+    for kind in KINDS:
+        table = catalog.table(kind)
+        flags = footprint_flags(table, data) if len(table) else np.zeros(0, dtype=np.int64)
+        table["appliance_flags"] = flags | np.asarray(table["appliance_flags"])
+        for bit, where in ((OUTSIDE_IMAGE, "outside the image"), (ON_BLANK, "on blank pixels")):
+            if count := int(np.count_nonzero(flags & bit)):
+                found.append(f"{count} {kind[:-1] if count == 1 else kind} centred {where}")
+        tables[kind] = table[flags == 0] if drop else table
+    if not found:
+        return catalog, None
+    done = "left out (drop_outside)" if drop else "kept, with appliance_flags set (drop_outside is off)"
+    return Catalog(tables["islands"], tables["components"]), f"footprint: {', '.join(found)}: {done}"
 
 
 def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | None = None) -> Table:

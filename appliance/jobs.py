@@ -23,12 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from astropy.io import fits
 from astropy.table import Table
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from appliance.apps import AppRegistry, JobInput
-from appliance.catalogs import flux_plots, write_products
+from appliance.catalogs import check_footprint, flux_plots, write_products
 from appliance.config import Settings
 from appliance.db import Database
 from appliance.errors import (
@@ -456,6 +457,10 @@ class JobService:
             session.execute(update(Job).where(Job.id == job.id).values(status="writing the catalogs"))
         try:
             catalog = app.collect(job_input)
+            with fits.open(job_input.image, memmap=True) as image:
+                catalog, footprint = check_footprint(catalog, image[0].data, job.options.get("drop_outside", True))
+            if footprint:
+                self._log(job, footprint)
             write_products(catalog, job_input.workdir, job_input.image, f"{job.app} {job.id[:8]}")
         except Exception as exc:  # the finder's files could not be read: the run failed, not the appliance
             log.exception("collecting products failed", extra={"job": job.id})

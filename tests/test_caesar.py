@@ -35,6 +35,7 @@ def same_value(a: str, b: str) -> bool:
 
 def test_all_156_caesar_rest_options_with_their_categories():
     described = Caesar().describe()
+    assert described.pop("drop_outside")["category"] == "CATALOG"  # the appliance's own, for every finder
     assert len(described) == 156
     counts: dict[str, int] = {}
     for option in described.values():
@@ -101,7 +102,7 @@ def test_values_caesar_would_silently_ignore_are_refused(given, named):
 def test_unavailable_without_an_installation_and_submission_refused(client, image):
     body = client.get(f"{API}/apps").json()["details"]["caesar"]
     assert body["available"] is False and "caesar_findsource" in body["reason"] and "CERN ROOT" in body["reason"]
-    assert len(client.get(f"{API}/app/caesar/describe").json()) == 156
+    assert len(client.get(f"{API}/app/caesar/describe").json()) == 156 + 1  # and drop_outside
     reply = client.post(f"{API}/job", json={"app": "caesar", "job_inputs": {"fitsources": True},
                                              "data_inputs": upload_file(client, image)})  # fmt: skip
     assert reply.status_code == 422 and reply.json()["error"] == "app_unavailable"

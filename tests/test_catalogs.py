@@ -10,9 +10,14 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 
+from appliance.apps.aegean import Aegean
 from appliance.catalogs import (
     COMPONENT_COLUMNS,
     ISLAND_COLUMNS,
+    ON_BLANK,
+    OUTSIDE_IMAGE,
+    Catalog,
+    check_footprint,
     component_regions,
     normalized_table,
     pixel_ellipses,
@@ -91,3 +96,30 @@ def test_position_angles_invert_pixel_angles(east_left):
     table = components()
     *_, angle = pixel_ellipses(table, wcs)
     assert position_angles(table["ra"], table["dec"], angle, wcs)[0] == pytest.approx(30.0, abs=1e-6)
+
+
+def test_sources_centred_off_the_data_are_flagged_and_left_out_by_default():
+    """Finders report components beyond the edge or on blanked corners with a clean flag of their own."""
+    data = np.ones((100, 120), np.float32)
+    data[:30, :30] = np.nan  # a blanked corner
+    x = [60.0, -0.6, 119.4, 119.6, 10.0, 29.4, 30.6, np.nan]
+    y = [50.0, 50.0, 99.4, 50.0, 10.0, 29.4, 10.0, 5.0]
+    expected = [0, OUTSIDE_IMAGE, 0, OUTSIDE_IMAGE, ON_BLANK, ON_BLANK, 0, OUTSIDE_IMAGE]
+    components = normalized_table("components", "aegean", {"x": x, "y": y, "ra": x, "dec": y, "flags": [0] * 8})
+    islands = normalized_table("islands", "aegean", {"x": [60.0], "y": [50.0], "ra": [0.0], "dec": [0.0]})
+
+    kept, note = check_footprint(Catalog(islands, components.copy()), data, drop=True)
+    assert list(kept.components["x"][:3]) == [60.0, 119.4, 30.6] and len(kept.components) == 3
+    assert (kept.components["appliance_flags"] == 0).all() and len(kept.islands) == 1
+    assert note == (
+        "footprint: 3 components centred outside the image, 2 components centred on blank pixels: "
+        "left out (drop_outside)"
+    )
+    flagged, note = check_footprint(Catalog(islands, components.copy()), data, drop=False)
+    assert list(flagged.components["appliance_flags"]) == expected and "kept, with appliance_flags set" in note
+    assert check_footprint(Catalog(islands, components[:1]), data, drop=True)[1] is None
+
+    option = Aegean().schema.options["drop_outside"]
+    assert option.default is True and Aegean().describe()["drop_outside"]["default"] is True
+    assert Aegean().schema.from_form({})["drop_outside"] is False  # an unchecked box
+    assert Aegean().schema.from_form({"drop_outside": "on"})["drop_outside"] is True

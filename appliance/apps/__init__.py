@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.apps.options import OptionSchema, Value
+from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog
 from appliance.config import Settings
 from appliance.errors import InvalidContent, InvalidOptions, NotFound
@@ -47,6 +47,19 @@ def beam_options(category: str = "BEAM") -> list[Value]:
             max=180.0,
             advanced=True,
         ),
+    ]
+
+
+def catalog_options(category: str = "CATALOG") -> list[Flag]:
+    """drop_outside: what the appliance does with the rows every finder's catalog gets."""
+    return [
+        Flag(
+            "drop_outside",
+            "leave out sources centred outside the image or on blank (NaN) pixels (else keep them, flagged in "
+            "appliance_flags)",
+            category=category,
+            default=True,
+        )
     ]
 
 

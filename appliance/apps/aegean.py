@@ -10,7 +10,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from appliance.apps import App, Availability, JobInput, beam_options, tool_argv
+from appliance.apps import App, Availability, JobInput, beam_options, catalog_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.fitsimage import celestial_wcs
@@ -78,6 +78,7 @@ class Aegean(App):
                 max=100,
             ),
             *beam_options(),
+            *catalog_options(),
             Value("ncores", "CPU cores for BANE and aegean", value_type=int, default=1, min=1, max=100),
             Flag(
                 "no-logredir",

@@ -20,7 +20,7 @@ from astropy.io import fits
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from appliance.apps import App, Availability, JobInput
+from appliance.apps import App, Availability, JobInput, catalog_options
 from appliance.apps.caesar_options import RULES, ConfigRule
 from appliance.apps.options import Flag, OptionSchema
 from appliance.catalogs import Catalog, normalized_table
@@ -56,7 +56,7 @@ class Caesar(App):
         "caesar's FindSource: local background and noise maps, compact sources by seed/flood thresholds with nested "
         "sources, Gaussian fits, and optionally extended sources (saliency, active contours, wavelets)."
     )
-    schema = OptionSchema(rule.option for rule in RULES)
+    schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])
     rules = {rule.option.name: rule for rule in RULES}
 
     def __init__(self, findsource: str = "", job_cores: int = 1) -> None:

@@ -159,14 +159,14 @@ class OptionSchema:
         return values
 
     def from_form(self, form: Mapping[str, str]) -> dict[str, Any]:
-        """Typed job_inputs from an HTML form: checked boxes are true flags, empty fields are left out (so the
-        default applies), numbers are parsed; what does not parse is kept as text for validate() to reject."""
+        """Typed job_inputs from an HTML form: a flag is whether its box is checked (a form sends no unchecked box),
+        empty fields are left out (so the default applies), numbers are parsed; what does not parse is kept as text
+        for validate() to reject."""
         given: dict[str, Any] = {}
         for name, option in self.options.items():
             raw = form.get(name)
             if isinstance(option, Flag):
-                if raw is not None:
-                    given[name] = raw not in ("", "off", "false")
+                given[name] = raw is not None and raw not in ("", "off", "false")
                 continue
             if raw is None or raw.strip() == "":
                 continue

@@ -12,7 +12,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from appliance.apps import App, JobInput, beam_options, tool_argv
+from appliance.apps import App, JobInput, beam_options, catalog_options, tool_argv
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.errors import InvalidOptions
@@ -88,6 +88,7 @@ class PyBDSF(App):
                 advanced=True,
             ),
             *beam_options(),
+            *catalog_options(),
             Value("ncores", "CPU cores", value_type=int, default=1, min=1, max=100),
         ]
     )

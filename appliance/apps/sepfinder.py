@@ -14,7 +14,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from appliance.apps import App, JobInput, beam_options, tool_argv
+from appliance.apps import App, JobInput, beam_options, catalog_options, tool_argv
 from appliance.apps.options import OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table, position_angles
 from appliance.fitsimage import celestial_wcs
@@ -45,6 +45,7 @@ class Sep(App):
             Value("deblend-cont", "minimum flux fraction of a deblended component (1: no deblending)",
                   category="DEBLENDING", default=0.005, min=0.0, max=1.0, advanced=True),
             *beam_options(),
+            *catalog_options(),
         ]
     )  # fmt: skip
 
