@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 import tarfile
@@ -177,11 +178,16 @@ def test_pybdsf_catalog_equals_pybdsf_run_by_hand(client, sky, tmp_path):
     code = (
         "import bdsf; img = bdsf.process_image('sky.fits', thresh='hard', thresh_pix=6.0, thresh_isl=3.5, "
         "rms_box=(60, 20), frequency=1.4e9, quiet=True, ncores=1); "
-        "img.write_catalog(outfile='hand.fits', format='fits', catalog_type='gaul')"
+        "img.write_catalog(outfile='hand.fits', format='fits', catalog_type='gaul'); "
+        "print(img.nisl, sum(i.total_flux for i in img.islands))"
     )
-    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True)
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, check=True, capture_output=True, text=True)
     hand = Table.read(tmp_path / "hand.fits")
     assert len(appliance) == len(hand) > 0
+    islands = Table.read(io.BytesIO(client.get(f"{API}/job/{job_id}/catalog", params={"kind": "islands"}).content))
+    n_islands, island_flux = run.stdout.split()[-2:]
+    assert len(islands) == int(n_islands)
+    assert np.sum(islands["int_flux"]) == pytest.approx(float(island_flux), rel=1e-6)
     for ours, theirs, scale in (
         ("ra", "RA", 1),
         ("dec", "DEC", 1),
@@ -215,6 +221,13 @@ def test_real_atca_images(client, shared_data, app, image, least):
     assert np.all((x >= 0) & (x < cols) & (y >= 0) & (y < rows)) and (found["appliance_flags"] == 0).all()
     assert np.isfinite(found["int_flux"]).all() and (found["peak_flux"] > 0).all()
     log = client.get(f"{API}/job/{job_id}/log").text
+    islands = Table.read(io.BytesIO(client.get(f"{API}/job/{job_id}/catalog", params={"kind": "islands"}).content))
+    assert len(islands) > 0 and np.isin(found["island_id"], islands["island_id"]).all()
+    if app == "pybdsf":  # islands are PyBDSF's islands, not its sources, nor only the islands it fitted
+        reported = int(re.search(r"pybdsf: (\d+) islands", log).group(1))
+        assert len(islands) == reported and len(np.unique(found["island_id"])) <= reported
+        by_island = {i: int(np.sum(found["island_id"] == i)) for i in islands["island_id"]}
+        assert list(islands["n_components"]) == list(by_island.values())
     assert "no BPA in the header: a beam position angle of 0 deg is assumed" in log
     assert "projection NCP written as the equivalent SIN" in log
     spec = client.get(f"{API}/job/{job_id}/files/job.json").json()

@@ -120,60 +120,63 @@ class PyBDSF(App):
         return [RunSpec(name="pybdsf", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
 
     def collect(self, job: JobInput) -> Catalog:
+        """Islands are PyBDSF's islands (fitted or not), components its Gaussians, named <source>:<gaussian> after
+        the source (pybdsf_srl.fits) PyBDSF groups them into. PyBDSF writes nothing when it finds nothing."""
         wcs = celestial_wcs(fits.getheader(job.image))
-        path = job.workdir / "pybdsf_gaul.fits"
-        gaussians = Table.read(path) if path.exists() else Table()  # PyBDSF writes nothing when it finds nothing
-        if not len(gaussians):
-            return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))
-        components = normalized_table(
-            "components",
-            self.name,
-            {
-                "component_id": np.asarray(gaussians["Gaus_id"]) + 1,
-                "island_id": np.asarray(gaussians["Isl_id"]) + 1,
-                "name": gaussians["Gaus_id"],
-                "ra": gaussians["RA"],
-                "dec": gaussians["DEC"],
-                "ra_err": np.asarray(gaussians["E_RA"]) * 3600,
-                "dec_err": np.asarray(gaussians["E_DEC"]) * 3600,
-                "peak_flux": gaussians["Peak_flux"],
-                "peak_flux_err": gaussians["E_Peak_flux"],
-                "int_flux": gaussians["Total_flux"],
-                "int_flux_err": gaussians["E_Total_flux"],
-                "major": np.asarray(gaussians["Maj"]) * 3600,
-                "major_err": np.asarray(gaussians["E_Maj"]) * 3600,
-                "minor": np.asarray(gaussians["Min"]) * 3600,
-                "minor_err": np.asarray(gaussians["E_Min"]) * 3600,
-                "pa": gaussians["PA"],
-                "pa_err": gaussians["E_PA"],
-                "local_rms": gaussians["Isl_rms"],
-                "background": gaussians["Isl_mean"],
-            },
-            wcs,
+        return Catalog(
+            islands=_islands(_read(job.workdir / "pybdsf_isl.fits"), wcs, self.name),
+            components=_components(_read(job.workdir / "pybdsf_gaul.fits"), wcs, self.name),
         )
-        return Catalog(islands=_islands(gaussians, components, wcs, self.name), components=components)
 
 
-def _islands(gaussians: Table, components: Table, wcs: WCS, app: str) -> Table:
-    """PyBDSF lists Gaussians with their island's totals; an island row is their flux-weighted centre."""
-    ids = np.asarray(components["island_id"])
-    unique = np.unique(ids)
-    flux = np.asarray(components["int_flux"])
-    names = ("island_id", "name", "ra", "dec", "n_components", "peak_flux", "int_flux", "int_flux_err", "local_rms",
-             "background")  # fmt: skip
-    columns: dict[str, list] = {k: [] for k in names}
-    for island in unique:
-        members = ids == island
-        weights = np.clip(flux[members], 1e-30, None)
-        first = np.flatnonzero(members)[0]
-        columns["island_id"].append(island)
-        columns["name"].append(gaussians["Isl_id"][first])
-        columns["ra"].append(np.average(components["ra"][members], weights=weights))
-        columns["dec"].append(np.average(components["dec"][members], weights=weights))
-        columns["n_components"].append(int(members.sum()))
-        columns["peak_flux"].append(np.max(components["peak_flux"][members]))
-        columns["int_flux"].append(gaussians["Isl_Total_flux"][first])
-        columns["int_flux_err"].append(gaussians["E_Isl_Total_flux"][first])
-        columns["local_rms"].append(gaussians["Isl_rms"][first])
-        columns["background"].append(gaussians["Isl_mean"][first])
-    return normalized_table("islands", app, columns, wcs)
+def _read(path) -> Table:
+    return Table.read(path) if path.exists() else Table()
+
+
+def _islands(islands: Table, wcs: WCS, app: str) -> Table:
+    if not len(islands):
+        return normalized_table("islands", app, {})
+    ra, dec = wcs.celestial.all_pix2world(np.asarray(islands["Xposn"]), np.asarray(islands["Yposn"]), 0)
+    values = {
+        "island_id": np.asarray(islands["Isl_id"]) + 1,
+        "name": islands["Isl_id"],
+        "ra": ra,
+        "dec": dec,
+        "x": islands["Xposn"],
+        "y": islands["Yposn"],
+        "n_components": islands["N_gaus"],
+        "npix": islands["Npix"],
+        "peak_flux": islands["Peak_flux"],
+        "int_flux": islands["Total_flux"],
+        "int_flux_err": islands["E_Total_flux"],
+        "local_rms": islands["Isl_rms"],
+        "background": islands["Isl_mean"],
+    }
+    return normalized_table("islands", app, values, wcs)
+
+
+def _components(gaussians: Table, wcs: WCS, app: str) -> Table:
+    if not len(gaussians):
+        return normalized_table("components", app, {})
+    values = {
+        "component_id": np.asarray(gaussians["Gaus_id"]) + 1,
+        "island_id": np.asarray(gaussians["Isl_id"]) + 1,
+        "name": [f"{s}:{g}" for s, g in zip(gaussians["Source_id"], gaussians["Gaus_id"], strict=True)],
+        "ra": gaussians["RA"],
+        "dec": gaussians["DEC"],
+        "ra_err": np.asarray(gaussians["E_RA"]) * 3600,
+        "dec_err": np.asarray(gaussians["E_DEC"]) * 3600,
+        "peak_flux": gaussians["Peak_flux"],
+        "peak_flux_err": gaussians["E_Peak_flux"],
+        "int_flux": gaussians["Total_flux"],
+        "int_flux_err": gaussians["E_Total_flux"],
+        "major": np.asarray(gaussians["Maj"]) * 3600,
+        "major_err": np.asarray(gaussians["E_Maj"]) * 3600,
+        "minor": np.asarray(gaussians["Min"]) * 3600,
+        "minor_err": np.asarray(gaussians["E_Min"]) * 3600,
+        "pa": gaussians["PA"],
+        "pa_err": gaussians["E_PA"],
+        "local_rms": gaussians["Isl_rms"],
+        "background": gaussians["Isl_mean"],
+    }
+    return normalized_table("components", app, values, wcs)
