@@ -85,19 +85,35 @@ ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     *_NOISE_AND_ORIGIN,
 ]
 
-_INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags", "appliance_flags"}
-KINDS = ("islands", "components")
+# sources found inside an island (caesar's nested search): island columns, and where they sit
+NESTED_COLUMNS: list[tuple[str, Any, str, str]] = [
+    *ISLAND_COLUMNS[:2],
+    ("nest_level", None, "meta.code", "nesting depth: 1 inside an island, 2 inside a nested source, ..."),
+    ("parent_id", None, "meta.id.parent", "island_id of the island it lies in"),
+    *ISLAND_COLUMNS[2:],
+]
+
+_INTEGER_COLUMNS = {"component_id", "island_id", "n_components", "flags", "appliance_flags", "nest_level", "parent_id"}
+KINDS = ("islands", "components", "nested")
 TABLE_FORMATS = {"votable": "vot", "fits": "fits", "csv": "csv", "json": "json", "ascii": "dat"}
 REGION_FORMATS = {"ds9": "reg", "crtf": "crtf"}
 
 
 @dataclass
 class Catalog:
+    """Islands, the components fitted in them, and sources nested in islands (only caesar finds those): each island
+    is counted once, a nested source is part of its island's pixels and flux."""
+
     islands: Table
     components: Table
+    nested: Table | None = None
+
+    def __post_init__(self) -> None:
+        if self.nested is None:
+            self.nested = normalized_table("nested", self.islands.meta["name"].removesuffix("_islands"), {})
 
     def table(self, kind: str) -> Table:
-        return self.islands if kind == "islands" else self.components
+        return {"islands": self.islands, "components": self.components, "nested": self.nested}[kind]
 
 
 # Bits of appliance_flags: checks the appliance makes of every row, whatever the finder (their own are in flags).
@@ -117,6 +133,10 @@ def footprint_flags(table: Table, data: np.ndarray) -> np.ndarray:
     return flags
 
 
+_ROW_NAMES = {"islands": ("island", "islands"), "components": ("component", "components"),
+              "nested": ("nested source", "nested sources")}  # fmt: skip
+
+
 def check_footprint(catalog: Catalog, data: np.ndarray, drop: bool) -> tuple[Catalog, str | None]:
     """Flag the rows centred off the data (outside the image or on blank pixels), which finders can report with a
     clean flag; with ``drop`` leave them out. Also says what was found, for the job's log."""
@@ -127,18 +147,18 @@ def check_footprint(catalog: Catalog, data: np.ndarray, drop: bool) -> tuple[Cat
         table["appliance_flags"] = flags | np.asarray(table["appliance_flags"])
         for bit, where in ((OUTSIDE_IMAGE, "outside the image"), (ON_BLANK, "on blank pixels")):
             if count := int(np.count_nonzero(flags & bit)):
-                found.append(f"{count} {kind[:-1] if count == 1 else kind} centred {where}")
+                found.append(f"{count} {_ROW_NAMES[kind][count > 1]} centred {where}")
         tables[kind] = table[flags == 0] if drop else table
     if not found:
         return catalog, None
     done = "left out (drop_outside)" if drop else "kept, with appliance_flags set (drop_outside is off)"
-    return Catalog(tables["islands"], tables["components"]), f"footprint: {', '.join(found)}: {done}"
+    return Catalog(**tables), f"footprint: {', '.join(found)}: {done}"
 
 
 def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | None = None) -> Table:
     """A table of ``kind`` with every schema column, in order, with units and UCDs. Columns missing from ``values``
     are NaN (or 0 for flags); x and y are computed from ra/dec with ``wcs`` when not given."""
-    spec = ISLAND_COLUMNS if kind == "islands" else COMPONENT_COLUMNS
+    spec = {"islands": ISLAND_COLUMNS, "components": COMPONENT_COLUMNS, "nested": NESTED_COLUMNS}[kind]
     length = len(next(iter(values.values()))) if values else 0
     values = dict(values)
     if wcs is not None and length and "x" not in values:
@@ -246,32 +266,58 @@ def write_products(catalog: Catalog, outdir: Path, image: Path, title: str) -> l
     return written
 
 
-def _local_frame(centres: SkyCoord, wcs: WCS) -> tuple[np.ndarray, ...]:
-    """Pixel position, pixels per arcsec, the direction of north (radians from +x, anticlockwise) and +1/-1 for
-    east lying anticlockwise/clockwise from north, at each position: right for any orientation or parity."""
-    step = 1.0 * u.arcsec
-    x, y = wcs.world_to_pixel(centres)
-    nx, ny = wcs.world_to_pixel(centres.directional_offset_by(0 * u.deg, step))
-    ex, ey = wcs.world_to_pixel(centres.directional_offset_by(90 * u.deg, step))
-    north = np.arctan2(ny - y, nx - x)
-    sense = np.sign(np.sin(np.arctan2(ey - y, ex - x) - north))
-    return x, y, np.hypot(nx - x, ny - y), north, sense
+def _sky_per_pixel(x: np.ndarray, y: np.ndarray, wcs: WCS) -> np.ndarray:
+    """At each pixel position, the 2x2 map from a pixel offset (dx, dy) to the offset (east, north) in arcsec on
+    the sky, by central differences on the sphere: right for any projection, orientation or parity, also where the
+    projection does not keep angles (NCP, AZP), which a rotation by the direction of north alone gets wrong."""
+    x, y = np.atleast_1d(np.asarray(x, dtype=float)), np.atleast_1d(np.asarray(y, dtype=float))
+    centre = wcs.pixel_to_world(x, y)
+    columns = []
+    for dx, dy in ((_STEP, 0.0), (0.0, _STEP)):
+        ends = []
+        for sign in (1, -1):
+            moved = wcs.pixel_to_world(x + sign * dx, y + sign * dy)
+            angle, distance = centre.position_angle(moved).rad, centre.separation(moved).arcsec
+            ends.append((distance * np.sin(angle), distance * np.cos(angle)))
+        columns.append([(plus - minus) / (2 * _STEP) for plus, minus in zip(*ends, strict=True)])
+    (east_x, north_x), (east_y, north_y) = columns
+    return np.stack([np.stack([east_x, east_y], -1), np.stack([north_x, north_y], -1)], -2)
+
+
+_STEP = 0.25  # pixels
+
+
+def _mapped_ellipses(matrix: np.ndarray, major, minor, angle) -> tuple[np.ndarray, ...]:
+    """Full axes and major-axis angle (radians, from the first axis towards the second) of ellipses mapped by the
+    2x2 matrices: an ellipse maps to an ellipse whose axes are not the images of its axes unless angles are kept."""
+    major, minor, angle = (np.asarray(v, dtype=float) for v in (major, minor, angle))
+    rotation = np.stack(
+        [np.stack([np.cos(angle), -np.sin(angle)], -1), np.stack([np.sin(angle), np.cos(angle)], -1)], -2
+    )
+    shape = rotation * np.stack([major, minor], -1)[..., None, :]  # axes as columns
+    axes = matrix @ shape
+    values, vectors = np.linalg.eigh(axes @ np.swapaxes(axes, -1, -2))
+    along = vectors[..., :, 1]
+    return np.sqrt(values[..., 1]), np.sqrt(np.clip(values[..., 0], 0, None)), np.arctan2(along[..., 1], along[..., 0])
+
+
+def sky_ellipses(x, y, major_px, minor_px, angle_deg, wcs: WCS) -> tuple[np.ndarray, ...]:
+    """Pixel ellipses (full axes in pixels, major axis at ``angle_deg`` from +x towards +y) on the sky: full major
+    and minor axes in arcsec and the position angle east of north in [0, 180)."""
+    major, minor, angle = _mapped_ellipses(_sky_per_pixel(x, y, wcs), major_px, minor_px, np.deg2rad(angle_deg))
+    return major, minor, np.rad2deg(np.arctan2(np.cos(angle), np.sin(angle))) % 180.0  # (east, north) -> from north
 
 
 def pixel_ellipses(table: Table, wcs: WCS) -> tuple[np.ndarray, ...]:
     """x, y, full width, full height (pixels) and angle from +x (deg, anticlockwise) of each component's FWHM
-    ellipse in the image."""
-    x, y, pixels_per_arcsec, north, sense = _local_frame(_centres(table), wcs)
+    ellipse in the image: the inverse of sky_ellipses."""
+    x, y = wcs.world_to_pixel(_centres(table))
     pa = np.deg2rad(np.nan_to_num(np.asarray(table["pa"], dtype=float)))
     major = np.nan_to_num(np.asarray(table["major"], dtype=float))
     minor = np.where(np.isfinite(table["minor"]), table["minor"], major)
-    return x, y, major * pixels_per_arcsec, minor * pixels_per_arcsec, np.rad2deg(north + sense * pa)
-
-
-def position_angles(ra: np.ndarray, dec: np.ndarray, pixel_angle_deg: np.ndarray, wcs: WCS) -> np.ndarray:
-    """Position angles east of north, in [0, 180), of axes at ``pixel_angle_deg`` from +x (anticlockwise)."""
-    _, _, _, north, sense = _local_frame(SkyCoord(ra, dec, unit="deg", frame="icrs"), wcs)
-    return np.rad2deg(sense * (np.deg2rad(pixel_angle_deg) - north)) % 180.0
+    to_pixels = np.linalg.inv(_sky_per_pixel(x, y, wcs))
+    width, height, angle = _mapped_ellipses(to_pixels, major, minor, np.pi / 2 - pa)  # from east towards north
+    return x, y, width, height, np.rad2deg(angle)
 
 
 MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be resampled away

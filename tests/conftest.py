@@ -184,3 +184,22 @@ def group_members(pgid: int, timeout: float = 5.0) -> list[str]:
         if not members or time.monotonic() > deadline:
             return members
         time.sleep(0.1)
+
+
+def sky_ellipse_the_long_way(wcs, x: float, y: float, major_px: float, minor_px: float, angle_deg: float):
+    """Full major and minor axes (arcsec) and PA (deg east of north) of a pixel ellipse on the sky, from the sky
+    positions of 3 600 points around it: the farthest from the centre lie on the major axis. Slow, and independent of
+    the appliance's own way."""
+    around = np.deg2rad(np.linspace(0, 180, 3601))
+    t = np.deg2rad(angle_deg)
+    ex, ey = major_px / 2 * np.cos(around), minor_px / 2 * np.sin(around)
+    centre = wcs.pixel_to_world(x, y)
+    points = wcs.pixel_to_world(x + ex * np.cos(t) - ey * np.sin(t), y + ex * np.sin(t) + ey * np.cos(t))
+    distance = centre.separation(points).arcsec
+    far = np.argmax(distance)
+    return 2 * distance[far], 2 * distance.min(), centre.position_angle(points[far]).deg % 180.0
+
+
+def angle_difference(a, b):
+    """|a - b| for axis directions, in [0, 90] deg."""
+    return np.abs((np.asarray(a) - np.asarray(b) + 90.0) % 180.0 - 90.0)

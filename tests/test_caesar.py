@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import os
+import time
+
 import numpy as np
 import pytest
 from astropy.io import ascii as astropy_ascii
+from astropy.io import fits
 from astropy.table import Table
 
 from appliance.apps.caesar import Caesar, read_caesar_catalogs
-from tests.conftest import API, make_settings, upload_file, write_image
+from appliance.fitsimage import celestial_wcs
+from tests.conftest import (
+    API,
+    angle_difference,
+    make_settings,
+    sky_ellipse_the_long_way,
+    upload_file,
+    write_image,
+)
 
 CATEGORY_COUNTS = {
     "OUTPUT": 10, "IMGREAD": 5, "IMGSTATS": 1, "IMGBKG": 12, "COMPACT-SOURCES": 76, "IMGRES": 8, "IMGSMOOTH": 4,
@@ -109,16 +122,31 @@ def test_unavailable_without_an_installation_and_submission_refused(client, imag
     assert reply.json()["state"] == "ABORTED"
 
 
-def test_the_setting_points_at_an_installation(tmp_path):
+def test_the_setting_points_at_an_installation_that_runs(tmp_path):
+    from appliance.apps import AppRegistry, JobInput
+
     findsource = tmp_path / "caesar" / "bin" / "FindSource"
     findsource.parent.mkdir(parents=True)
-    findsource.write_text("#!/bin/sh\n")
+    findsource.write_text("#!/bin/sh\necho 'Usage: FindSource [options]'\n")  # as caesar's: usage, exit 0
     findsource.chmod(0o755)
     settings = make_settings(tmp_path / "home", caesar_findsource=str(findsource))
-    from appliance.apps import AppRegistry
-
     caesar = AppRegistry(settings).get("caesar")
     assert caesar.availability().available and caesar.findsource() == findsource
+
+    # MPI: the step says what runs, and Open MPI is allowed to start as root
+    job = JobInput(tmp_path / "input.fits", {}, Caesar.schema.validate({"nproc": 2}), tmp_path, tmp_path / "log", 2)
+    (step,) = caesar.steps(job)
+    assert step.name == "mpirun FindSourceMPI" and step.argv[:3] == ["mpirun", "-np", "2"]
+    assert step.argv[3] == str(findsource.with_name("FindSourceMPI"))
+    assert (step.env.get("OMPI_ALLOW_RUN_AS_ROOT") == "1") == (os.geteuid() == 0)
+
+    # a binary that is there but cannot run (no ROOT libraries) is not available, and the reason is said
+    time.sleep(0.01)
+    findsource.write_text(
+        "#!/bin/sh\necho 'FindSource: error while loading shared libraries: libCore.so' >&2\nexit 127\n"
+    )
+    reason = AppRegistry(settings).get("caesar").availability()
+    assert not reason.available and "libCore.so" in reason.reason and "exited with 127" in reason.reason
 
 
 # the caesar-rest options equivalent to caesar's config.cfg template, the starting point of the reference runs
@@ -152,10 +180,10 @@ def test_config_reproduces_the_reference_runs(shared_data, run):
     assert different == {}
 
 
-RUNS = {
-    "synthetic-512": ("caesar-runs/synthetic-512/input.fits", 30, 30),
-    "scorpio-s17": ("ScorpioS17Field.fits", 207, 192),
-    "scorpio-extended": ("ScorpioExtendedSourceField.fits", None, None),
+RUNS = {  # image, islands, nested sources, components
+    "synthetic-512": ("caesar-runs/synthetic-512/input.fits", 30, 0, 30),
+    "scorpio-s17": ("ScorpioS17Field.fits", 207, 0, 192),
+    "scorpio-extended": ("ScorpioExtendedSourceField.fits", 162, 54, 183),
 }
 
 
@@ -169,13 +197,20 @@ def read_dat(path) -> Table:
 
 @pytest.mark.parametrize("run", list(RUNS))
 def test_real_caesar_outputs_parse_to_caesars_own_numbers(shared_data, run):
-    image_path, n_islands, n_components = RUNS[run]
+    image_path, n_islands, n_nested, n_components = RUNS[run]
     folder = shared_data / "caesar-runs" / run
     catalog = read_caesar_catalogs(folder, shared_data / image_path)
-    islands_dat, components_dat = read_dat(folder / "catalog.dat"), read_dat(folder / "catalog_fitcomp.dat")
-    if n_islands is not None:
-        assert (len(catalog.islands), len(catalog.components)) == (n_islands, n_components)
+    sources_dat, components_dat = read_dat(folder / "catalog.dat"), read_dat(folder / "catalog_fitcomp.dat")
+    assert (len(catalog.islands), len(catalog.nested), len(catalog.components)) == (n_islands, n_nested, n_components)
+    # islands are islands: nested sources (inside an island, its pixels and flux part of it) are their own level
+    islands_dat = sources_dat[sources_dat["sourceNestedLevel"] == 0]
+    nested_dat = sources_dat[sources_dat["sourceNestedLevel"] > 0]
     assert len(catalog.islands) == len(islands_dat) and len(catalog.components) == len(components_dat)
+    nested = catalog.nested
+    assert list(nested["name"]) == list(nested_dat["name"]) and (nested["nest_level"] == 1).all()
+    parents = dict(zip(catalog.islands["island_id"], catalog.islands["name"], strict=True))
+    assert [parents[p] for p in nested["parent_id"]] == [n.split("_N")[0] for n in nested["name"]]
+    assert list(nested["npix"]) == list(nested_dat["npix"])
 
     islands = catalog.islands
     assert list(islands["name"]) == list(islands_dat["name"])
@@ -187,7 +222,12 @@ def test_real_caesar_outputs_parse_to_caesars_own_numbers(shared_data, run):
     np.testing.assert_allclose(islands["int_flux"], islands_dat["Stot(Jy/beam)"] / islands_dat["beamArea"],
                                rtol=1e-6)  # fmt: skip
     assert list(islands["npix"]) == list(islands_dat["npix"])
-    assert list(islands["n_components"]) == list(islands_dat["nComponents"])
+    # an island's components: its own and those of the sources nested in it
+    own = dict(zip(sources_dat["name"], sources_dat["nComponents"], strict=True))
+    assert list(islands["n_components"]) == [
+        sum(count for name, count in own.items() if name == island or name.startswith(f"{island}_N"))
+        for island in islands["name"]
+    ]
 
     components = catalog.components
     assert list(components["name"]) == [
@@ -201,12 +241,54 @@ def test_real_caesar_outputs_parse_to_caesars_own_numbers(shared_data, run):
     np.testing.assert_allclose(components["int_flux"], components_dat["S(Jy)"], rtol=1e-6)
     assert list(components["flags"]) == list(components_dat["fitQuality"])
     names = dict(zip(islands["name"], islands["island_id"], strict=True))
-    assert list(components["island_id"]) == [names[n] for n in components_dat["name"]]
+    assert list(components["island_id"]) == [names[n.split("_N")[0]] for n in components_dat["name"]]
+    # ra_err on the sky: caesar's is in RA degrees
+    np.testing.assert_allclose(components["ra_err"] / np.cos(np.deg2rad(components["dec"])),
+                               components_dat["x_wcs_err(deg)"] * 3600, rtol=1e-4)  # fmt: skip
 
     # caesar's DS9 regions are 1-based: each fitted ellipse sits at our 0-based position + 1
     centres = [tuple(map(float, line.split()[1:3])) for line in (folder / "ds9_fitcomp.reg").read_text().splitlines()
                if line.startswith("ellipse")]  # fmt: skip
     np.testing.assert_allclose(np.array(centres), np.column_stack([components["x"], components["y"]]) + 1, atol=1e-3)
+
+
+def test_position_angles_are_east_of_north_on_ncp(shared_data):
+    """caesar's pa_wcs is a median 88 deg off on this NCP field; ours follows the fitted ellipse, as DS9 draws it."""
+    folder = shared_data / "caesar-runs" / "scorpio-s17"
+    image = shared_data / "ScorpioS17Field.fits"
+    components = read_caesar_catalogs(folder, image).components
+    wcs = celestial_wcs(fits.getheader(image))
+    # caesar's own DS9 ellipses (1-based image coordinates): the width axis at the given angle from +x
+    ellipses = np.array([line.split()[1:6] for line in (folder / "ds9_fitcomp.reg").read_text().splitlines()
+                         if line.startswith("ellipse")], dtype=float)  # fmt: skip
+    width, height, angle = ellipses[:, 2], ellipses[:, 3], ellipses[:, 4]
+    major_angle = np.where(width >= height, angle, angle + 90.0)
+    pixel_major = np.maximum(width, height) * 2
+    pixel_minor = np.minimum(width, height) * 2
+    expected = np.array([sky_ellipse_the_long_way(wcs, *pars) for pars in zip(components["x"], components["y"],
+                         pixel_major, pixel_minor, major_angle, strict=True)])  # fmt: skip
+    np.testing.assert_allclose(components["major"], expected[:, 0], rtol=2e-3)
+    np.testing.assert_allclose(components["minor"], expected[:, 1], rtol=2e-3)
+    elongated = np.asarray(components["major"] > 1.2 * components["minor"])
+    assert elongated.sum() > 100
+    assert np.max(angle_difference(components["pa"], expected[:, 2])[elongated]) < 0.5
+
+
+def test_position_angles_are_east_of_north_on_azp(tmp_path):
+    image = write_image(tmp_path / "azp.fits", shape=(200, 200),
+                        header={"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "CRVAL2": -70.0})  # fmt: skip
+    wcs = celestial_wcs(fits.getheader(image))
+    rng = np.random.default_rng(3)
+    x, y, pa = rng.uniform(20, 180, 20), rng.uniform(20, 180, 20), rng.uniform(-90, 90, 20)
+    fitted = [{"name": f"S{n}", "componentId": 1, "x0": float(x[n]), "y0": float(y[n]), "pa": float(pa[n]),
+               "x0Err_wcs": 1e-5, "y0Err_wcs": 1e-5, "A": 1e-3, "Aerr": 1e-4, "fluxDensity": 1e-3, "beamArea": 1.0,
+               "fluxDensityErr": 1e-4, "bmaj": 6.0, "bmajErr": 0.1, "bmin": 3.0, "bminErr": 0.1, "paErr": 1.0,
+               "bkgRMSSum": 1e-4, "bkgSum": 0.0, "nPix": 1, "fitQuality": 3} for n in range(20)]  # fmt: skip
+    (tmp_path / "catalog_fitcomp.json").write_text(json.dumps({"components": fitted}))
+    components = read_caesar_catalogs(tmp_path, image).components
+    # caesar's pa: the major axis from the image's +y axis, anticlockwise
+    expected = np.array([sky_ellipse_the_long_way(wcs, x[n], y[n], 6.0, 3.0, pa[n] + 90.0) for n in range(20)])
+    assert np.max(angle_difference(components["pa"], expected[:, 2])) < 0.5
 
 
 def test_caesar_on_the_synthetic_image_finds_the_truth(shared_data):

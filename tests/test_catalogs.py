@@ -21,9 +21,10 @@ from appliance.catalogs import (
     component_regions,
     normalized_table,
     pixel_ellipses,
-    position_angles,
+    sky_ellipses,
     write_table,
 )
+from tests.conftest import angle_difference, sky_ellipse_the_long_way
 
 
 def sky_wcs(east_left: bool = True) -> WCS:
@@ -91,11 +92,41 @@ def test_ellipse_orientation_is_the_same_in_regions_and_picture(east_left, expec
 
 
 @pytest.mark.parametrize("east_left", [True, False])
-def test_position_angles_invert_pixel_angles(east_left):
+def test_sky_ellipses_invert_pixel_ellipses(east_left):
     wcs = sky_wcs(east_left)
     table = components()
-    *_, angle = pixel_ellipses(table, wcs)
-    assert position_angles(table["ra"], table["dec"], angle, wcs)[0] == pytest.approx(30.0, abs=1e-6)
+    x, y, width, height, angle = pixel_ellipses(table, wcs)
+    major, minor, pa = sky_ellipses(x, y, width, height, angle, wcs)
+    assert (major[0], minor[0], pa[0]) == pytest.approx((9.0, 3.0, 30.0), abs=1e-6)
+
+
+@pytest.mark.parametrize("projection", ["NCP", "AZP", "SIN", "CAR"])
+def test_sky_ellipses_where_the_projection_does_not_keep_angles(projection):
+    """At Dec -43 deg an NCP image is stretched 1.5 times along Dec: a round pixel blob is an ellipse on the sky, and
+    axes between the pixel axes turn; the sky ellipse, mapped back, is the pixel ellipse again."""
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---SIN", "DEC--SIN"] if projection == "NCP" else [f"RA---{projection}", f"DEC--{projection}"]
+    wcs.wcs.crval = [257.0, -43.0]
+    wcs.wcs.crpix = [500, 500]
+    wcs.wcs.cdelt = [-1.5 / 3600, 1.5 / 3600]
+    if projection == "NCP":  # as AIPS NCP is read: SIN with PV2_2 = cot(dec0)
+        wcs.wcs.set_pv([(2, 1, 0.0), (2, 2, 1 / np.tan(np.deg2rad(-43.0)))])
+    elif projection == "AZP":
+        wcs.wcs.set_pv([(2, 1, 2.0), (2, 2, 30.0)])
+    wcs.wcs.set()
+    x, y = np.array([100.0, 500.0, 900.0]), np.array([900.0, 500.0, 100.0])
+    angles = np.array([10.0, 45.0, 100.0])
+    major, minor, pa = sky_ellipses(x, y, [6.0] * 3, [2.0] * 3, angles, wcs)
+    for n in range(3):
+        expected = sky_ellipse_the_long_way(wcs, x[n], y[n], 6.0, 2.0, angles[n])
+        assert (major[n], minor[n]) == pytest.approx(expected[:2], rel=2e-3)
+        assert angle_difference(pa[n], expected[2]) < 0.1
+        centre = wcs.pixel_to_world(x[n], y[n])
+        table = Table({"ra": [centre.ra.deg], "dec": [centre.dec.deg], "major": [major[n]], "minor": [minor[n]],
+                       "pa": [pa[n]]})  # fmt: skip
+        _, _, width, height, angle = pixel_ellipses(table, wcs)
+        assert (width[0], height[0]) == pytest.approx((6.0, 2.0), rel=1e-5)
+        assert angle_difference(angle[0], angles[n]) < 1e-4
 
 
 def test_sources_centred_off_the_data_are_flagged_and_left_out_by_default():

@@ -10,20 +10,22 @@ per cent small).
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from astropy.io import fits
 from astropy.wcs import WCS
-from astropy.wcs.utils import proj_plane_pixel_scales
 
 from appliance.apps import App, Availability, JobInput, catalog_options
 from appliance.apps.caesar_options import RULES, ConfigRule
 from appliance.apps.options import Flag, OptionSchema
-from appliance.catalogs import Catalog, normalized_table
+from appliance.catalogs import Catalog, normalized_table, sky_ellipses
 from appliance.errors import InvalidContent, InvalidOptions
 from appliance.fitsimage import celestial_wcs
 from runners import RunSpec
@@ -68,13 +70,17 @@ class Caesar(App):
         return Path(found) if found else None
 
     def availability(self) -> Availability:
-        if self.findsource() is None:
+        findsource = self.findsource()
+        if findsource is None:
             where = self.findsource_setting or "FindSource on PATH"
             return Availability(
                 False,
                 f"caesar is not installed here ({where} not found); it needs CERN ROOT and cannot be installed by "
                 "the appliance: set caesar_findsource to the FindSource of an existing caesar installation",
             )
+        problem = _does_not_run(str(findsource), findsource.stat().st_mtime_ns)
+        if problem:
+            return Availability(False, f"{findsource} does not run: {problem}")
         return Availability(True)
 
     def cores(self, options: dict[str, Any]) -> int:
@@ -122,14 +128,32 @@ class Caesar(App):
         findsource = self.findsource()
         if findsource is None:
             raise InvalidContent("app_unavailable", self.availability().reason or "caesar is not installed")
-        if self._uses_mpi(job.options):
-            argv = ["mpirun", "-np", str(job.options["nproc"]), str(self._findsource_mpi()), f"--config={CONFIG}"]
-        else:
+        if not self._uses_mpi(job.options):
             argv = [str(findsource), f"--config={CONFIG}"]
-        return [RunSpec(name="FindSource", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
+            return [RunSpec(name="FindSource", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
+        argv = ["mpirun", "-np", str(job.options["nproc"]), str(self._findsource_mpi()), f"--config={CONFIG}"]
+        # Open MPI's mpirun refuses to start as root unless told twice (a container, a lab's service account)
+        env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if os.geteuid() == 0 else {}
+        return [RunSpec(name="mpirun FindSourceMPI", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores, env=env)]
 
     def collect(self, job: JobInput) -> Catalog:
         return read_caesar_catalogs(job.workdir, job.image)
+
+
+@functools.lru_cache(maxsize=8)
+def _does_not_run(findsource: str, mtime_ns: int) -> str | None:
+    """Why FindSource cannot run (a missing ROOT library, a wrong binary), from its --help; None when it can. Asked
+    once per binary and modification time."""
+    try:
+        result = subprocess.run([findsource, "--help"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "it did not answer --help within 30 s"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if result.returncode == 0 and "Usage" in result.stdout + result.stderr:
+        return None
+    said = (result.stderr.strip() or result.stdout.strip()).splitlines()
+    return f"'{findsource} --help' exited with {result.returncode}" + (f": {said[-1][:300]}" if said else "")
 
 
 def config_values(rule: ConfigRule, value: Any) -> dict[str, str]:
@@ -169,68 +193,85 @@ def _outside_accepted(rule: ConfigRule, value: Any) -> str | None:
 
 
 def read_caesar_catalogs(folder: Path, image: Path) -> Catalog:
-    """caesar's JSON catalogs (full precision; the .dat files round) as normalized islands and components. caesar
-    writes no catalog when it finds nothing, and the component catalog only when fitting is on."""
+    """caesar's JSON catalogs (full precision; the .dat files round) as normalized islands, nested sources and
+    components. caesar lists its nested sources (``S<n>_N<k>``) beside the islands they lie in, whose pixels and
+    flux include theirs: they are their own level here, so that an island is counted once. Components belong to
+    the island they lie in, fitted in it or in one of its nested sources. caesar writes no catalog when it finds
+    nothing, and the component catalog only when fitting is on."""
     header = fits.getheader(image)
     wcs = celestial_wcs(header)
-    pixel_arcsec = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600.0
-    islands_file, components_file = folder / "catalog.json", folder / "catalog_fitcomp.json"
-    islands = [i for s in _load(islands_file, "sources") for i in s["islands"]]
-    components = _load(components_file, "components")
-    island_ids = {island["name"]: n for n, island in enumerate(islands, 1)}
+    sources = _load(folder / "catalog.json", "sources")
+    components = _load(folder / "catalog_fitcomp.json", "components")
+    top = [s for s in sources if s.get("nest_level", 0) == 0]
+    nested = [s for s in sources if s.get("nest_level", 0) > 0]
+    island_ids = {s["name"]: n for n, s in enumerate(top, 1)}
+
+    def island_of(name: str) -> int:
+        return island_ids.get(name.split("_N", 1)[0], 0)
+
+    members = [island_of(c["name"]) for c in components]
     island_table = normalized_table(
-        "islands",
-        "caesar",
-        _with_sky(
-            {
-                "island_id": range(1, len(islands) + 1),
-                "name": [i["name"] for i in islands],
-                "x": [i["x"] for i in islands],
-                "y": [i["y"] for i in islands],
-                "n_components": [(i.get("fit_info") or {}).get("ncomponents", 0) for i in islands],
-                "npix": [i["npix"] for i in islands],
-                "peak_flux": [i["Smax"] for i in islands],
-                "int_flux": [i["Stot"] for i in islands],  # in Jy in the JSON (Jy/beam summed in the .dat)
-                "local_rms": [i.get("rms", np.nan) for i in islands],
-                "background": [i.get("bkg", np.nan) for i in islands],
-            },
-            wcs,
-        )
-        if islands
-        else {},
+        "islands", "caesar", _with_sky(_island_values(top, range(1, len(top) + 1)), wcs) if top else {}
     )
+    island_table["n_components"] = [members.count(n) for n in island_table["island_id"]]
+    nested_values = _island_values(nested, range(1, len(nested) + 1))
+    nested_values.update(nest_level=[s["nest_level"] for s in nested], parent_id=[island_of(s["name"]) for s in nested])
+    nested_table = normalized_table("nested", "caesar", _with_sky(nested_values, wcs) if nested else {})
+    if not components:
+        return Catalog(island_table, normalized_table("components", "caesar", {}), nested_table)
+    x, y = np.array([c["x0"] for c in components]), np.array([c["y0"] for c in components])
+    ra, dec = wcs.all_pix2world(x, y, 0)
+    # caesar's pa is the major axis from the image's +y axis, anticlockwise; its pa_wcs is wrong on NCP and AZP
+    # images (up to 90 deg), so sizes and position angle on the sky come from the fitted pixel ellipse and the WCS
+    pixel = {key: np.array([c[key] for c in components]) for key in ("bmaj", "bmin", "pa", "bmajErr", "bminErr")}
+    major, minor, pa = sky_ellipses(x, y, pixel["bmaj"], pixel["bmin"], pixel["pa"] + 90.0, wcs)
     component_table = normalized_table(
         "components",
         "caesar",
-        _with_sky(
-            {
-                "component_id": range(1, len(components) + 1),
-                "island_id": [island_ids.get(c["name"], 0) for c in components],
-                "name": [f"{c['name']}_fitcomp{c['componentId']}" for c in components],
-                "x": [c["x0"] for c in components],
-                "y": [c["y0"] for c in components],
-                "ra_err": [c["x0Err_wcs"] * 3600.0 for c in components],
-                "dec_err": [c["y0Err_wcs"] * 3600.0 for c in components],
-                "peak_flux": [c["A"] for c in components],
-                "peak_flux_err": [c["Aerr"] for c in components],
-                "int_flux": [c["fluxDensity"] / c["beamArea"] for c in components],
-                "int_flux_err": [c["fluxDensityErr"] / c["beamArea"] for c in components],
-                "major": [c["bmaj"] * pixel_arcsec for c in components],
-                "major_err": [c["bmajErr"] * pixel_arcsec for c in components],
-                "minor": [c["bmin"] * pixel_arcsec for c in components],
-                "minor_err": [c["bminErr"] * pixel_arcsec for c in components],
-                "pa": [c["pa_wcs"] % 180.0 for c in components],
-                "pa_err": [c["paErr_wcs"] for c in components],
-                "local_rms": [c["bkgRMSSum"] / c["nPix"] for c in components],
-                "background": [c["bkgSum"] / c["nPix"] for c in components],
-                "flags": [c["fitQuality"] for c in components],
-            },
-            wcs,
-        )
-        if components
-        else {},
+        {
+            "component_id": range(1, len(components) + 1),
+            "island_id": members,
+            "name": [f"{c['name']}_fitcomp{c['componentId']}" for c in components],
+            "x": x,
+            "y": y,
+            "ra": ra,
+            "dec": dec,
+            "ra_err": np.array([c["x0Err_wcs"] for c in components]) * 3600.0 * np.cos(np.deg2rad(dec)),  # on the sky
+            "dec_err": [c["y0Err_wcs"] * 3600.0 for c in components],
+            "peak_flux": [c["A"] for c in components],
+            "peak_flux_err": [c["Aerr"] for c in components],
+            "int_flux": [c["fluxDensity"] / c["beamArea"] for c in components],
+            "int_flux_err": [c["fluxDensityErr"] / c["beamArea"] for c in components],
+            "major": major,
+            "major_err": pixel["bmajErr"] * major / pixel["bmaj"],
+            "minor": minor,
+            "minor_err": pixel["bminErr"] * minor / pixel["bmin"],
+            "pa": pa,
+            "pa_err": [c["paErr"] for c in components],
+            "local_rms": [c["bkgRMSSum"] / c["nPix"] for c in components],
+            "background": [c["bkgSum"] / c["nPix"] for c in components],
+            "flags": [c["fitQuality"] for c in components],
+        },
+        wcs,
     )
-    return Catalog(islands=island_table, components=component_table)
+    return Catalog(island_table, component_table, nested_table)
+
+
+def _island_values(sources: list[dict[str, Any]], ids: range) -> dict[str, Any]:
+    """The island columns of caesar sources: the pixel statistics are those of each source's (single) island."""
+    islands = [s["islands"][0] for s in sources]
+    return {
+        "island_id": ids,
+        "name": [s["name"] for s in sources],
+        "x": [i["x"] for i in islands],
+        "y": [i["y"] for i in islands],
+        "n_components": [(i.get("fit_info") or {}).get("ncomponents", 0) for i in islands],
+        "npix": [i["npix"] for i in islands],
+        "peak_flux": [i["Smax"] for i in islands],
+        "int_flux": [i["Stot"] for i in islands],  # in Jy in the JSON (Jy/beam summed in the .dat)
+        "local_rms": [i.get("rms", np.nan) for i in islands],
+        "background": [i.get("bkg", np.nan) for i in islands],
+    }
 
 
 def _with_sky(values: dict[str, Any], wcs: WCS) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from astropy.table import Table
 
 from appliance.apps import App, JobInput, beam_options, catalog_options, tool_argv
 from appliance.apps.options import OptionSchema, Value
-from appliance.catalogs import Catalog, normalized_table, position_angles
+from appliance.catalogs import Catalog, normalized_table, sky_ellipses
 from appliance.fitsimage import celestial_wcs
 from runners import RunSpec
 
@@ -63,10 +63,15 @@ class Sep(App):
         objects = Table.read(job.workdir / OBJECTS)
         if not len(objects):
             return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))
-        meta = objects.meta
-        pixel_arcsec = float(meta["PIXSCALE"])
         ra, dec = wcs.all_pix2world(objects["x"], objects["y"], 0)
-        pa = position_angles(ra, dec, np.rad2deg(np.asarray(objects["theta"])), wcs)
+        major, minor, pa = sky_ellipses(
+            objects["x"],
+            objects["y"],
+            np.asarray(objects["a"]) * SIGMA_TO_FWHM,
+            np.asarray(objects["b"]) * SIGMA_TO_FWHM,
+            np.rad2deg(np.asarray(objects["theta"])),
+            wcs,
+        )
         components = normalized_table(
             "components",
             self.name,
@@ -81,8 +86,8 @@ class Sep(App):
                 "peak_flux": objects["peak"],
                 "int_flux": objects["flux"],
                 "int_flux_err": objects["flux_err"],
-                "major": np.asarray(objects["a"]) * SIGMA_TO_FWHM * pixel_arcsec,
-                "minor": np.asarray(objects["b"]) * SIGMA_TO_FWHM * pixel_arcsec,
+                "major": major,
+                "minor": minor,
                 "pa": pa,
                 "local_rms": objects["rms"],
                 "background": objects["background"],
