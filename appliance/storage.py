@@ -260,6 +260,20 @@ class FileStore:
                 )
             ).first()
 
+    def earlier_copy(self, record: StoredFile) -> StoredFile | None:
+        """The first file of the same user with the same bytes, uploaded before this one (under any name)."""
+        with self.db.session() as session:
+            return session.scalars(
+                select(StoredFile)
+                .where(
+                    StoredFile.user == record.user,
+                    StoredFile.sha256 == record.sha256,
+                    StoredFile.uuid != record.uuid,
+                    StoredFile.created <= record.created,
+                )
+                .order_by(StoredFile.created)
+            ).first()
+
     def get(self, user: str, file_uuid: str) -> StoredFile:
         with self.db.session() as session:
             record = session.get(StoredFile, file_uuid) if _UUID.match(file_uuid) else None

@@ -131,6 +131,17 @@ def test_requests_the_http_parser_refuses_are_answered_in_json(tmp_path):
             assert api.get("/health").status_code == 200  # and the server goes on
 
 
+def test_the_same_bytes_again_are_kept_and_said_to_be_the_same(client, image):
+    first = upload(client, image).json()
+    assert first["same_as"] is None
+    again = upload(client, image, name="renamed.fits").json()
+    assert again["uuid"] != first["uuid"] and again["status"] == "File uploaded with success"
+    assert again["same_as"] == {"uuid": first["uuid"], "filename_orig": image.name, "date": first["date"]}
+    page = client.get(f"/files/{again['uuid']}", headers={"accept": "text/html"}).text
+    assert f'The same bytes as <a href="/files/{first["uuid"]}">{image.name}</a>, uploaded' in page
+    assert "The same bytes" not in client.get(f"/files/{first['uuid']}", headers={"accept": "text/html"}).text
+
+
 def test_download_streams_the_original_bytes_under_the_original_name(client, image):
     file_uuid = upload(client, image, name="Sky Field é.fits").json()["uuid"]
     for method in ("get", "post"):

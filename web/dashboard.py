@@ -248,7 +248,8 @@ class DashboardController(Controller):
         record = appliance.files.get(user, file_uuid)
         jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
         return page(record.filename_orig, "Files", "file.html", apps=app_list(appliance),
-                    jobs=jobs_with_files(appliance, user, jobs), **self._form_context(appliance, record, app))  # fmt: skip
+                    jobs=jobs_with_files(appliance, user, jobs), earlier=appliance.files.earlier_copy(record),
+                    **self._form_context(appliance, record, app))  # fmt: skip
 
     @staticmethod
     def _form_context(appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,

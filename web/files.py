@@ -43,8 +43,9 @@ def file_document(record: StoredFile) -> dict[str, Any]:
     }
 
 
-def upload_reply(record: StoredFile) -> dict[str, Any]:
-    """caesar-rest's upload response, plus the header summary, exact size and checksum."""
+def upload_reply(record: StoredFile, earlier: StoredFile | None) -> dict[str, Any]:
+    """caesar-rest's upload response, plus the header summary, exact size and checksum, and the earlier upload of
+    the same bytes if there is one (the file is kept all the same)."""
     return {
         "filename_orig": record.filename_orig,
         "tag": record.tag or "",
@@ -56,6 +57,9 @@ def upload_reply(record: StoredFile) -> dict[str, Any]:
         "metadata": record.summary,
         "size_bytes": record.size_bytes,
         "sha256": record.sha256,
+        "same_as": None
+        if earlier is None
+        else {"uuid": earlier.uuid, "filename_orig": earlier.filename_orig, "date": earlier.created.isoformat()},
     }
 
 
@@ -79,7 +83,7 @@ class FilesController(Controller):
         registered: it must hold a 2-D image (further axes of length 1 are fine). The reply carries the
         header summary in ``metadata``."""
         record = await receive_upload(request, appliance.files, user)
-        return upload_reply(record)
+        return upload_reply(record, await anyio.to_thread.run_sync(appliance.files.earlier_copy, record))
 
     @route(
         "/upload/{filename:str}",
@@ -100,7 +104,7 @@ class FilesController(Controller):
         """The request body is the file itself, named by the path (``curl -T image.fits .../upload/``).
         Same checks and reply as POST /upload; best for very large files."""
         record = await receive_upload(request, appliance.files, user, filename=filename, tag=tag)
-        return upload_reply(record)
+        return upload_reply(record, await anyio.to_thread.run_sync(appliance.files.earlier_copy, record))
 
     @get("/fileids", summary="List the caller's files")
     async def list_files(

@@ -38,6 +38,13 @@
           link.href = "/files/" + reply.uuid;
           link.textContent = "ready: " + reply.metadata.shape[1] + " × " + reply.metadata.shape[0];
           state.append(link);
+          if (reply.same_as) {
+            const note = document.createElement("span");
+            note.className = "same-as";
+            note.textContent = " same as " + reply.same_as.filename_orig + ", uploaded " +
+              new Date(reply.same_as.date).toLocaleString();
+            state.append(note);
+          }
           item.classList.add("done");
         } else {
           failed(reply.status || ("failed (" + xhr.status + ")"));
