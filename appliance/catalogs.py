@@ -53,10 +53,13 @@ _INT_FLUX = [
     ("int_flux_err", u.Jy, "stat.error;phot.flux.density", "uncertainty of int_flux"),
 ]
 
+_IAU_NAME = ("iau_name", None, "meta.id", "IAU-style name from the position: <FINDER> Jhhmmss.s+ddmmss (truncated)")
+
 COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("component_id", None, "meta.id;meta.main", "component number in this catalog, from 1"),
     ("island_id", None, "meta.id.parent", "island the component belongs to"),
     ("name", None, "meta.id", "the finder's own name of the component"),
+    _IAU_NAME,
     *_POSITION,
     ("ra_err", u.arcsec, "stat.error;pos.eq.ra", "uncertainty of ra"),
     ("dec_err", u.arcsec, "stat.error;pos.eq.dec", "uncertainty of dec"),
@@ -70,12 +73,17 @@ COMPONENT_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("minor_err", u.arcsec, "stat.error;phys.angSize.sminAxis", "uncertainty of minor"),
     ("pa", u.deg, "pos.posAng", "position angle of the major axis, east of north"),
     ("pa_err", u.deg, "stat.error;pos.posAng", "uncertainty of pa"),
+    ("major_deconv", u.arcsec, "phys.angSize.smajAxis;src", "FWHM of the major axis with the beam taken out"),
+    ("minor_deconv", u.arcsec, "phys.angSize.sminAxis;src", "FWHM of the minor axis with the beam taken out"),
+    ("pa_deconv", u.deg, "pos.posAng;src", "position angle of the deconvolved major axis, east of north"),
+    ("snr", None, "stat.snr", "peak_flux / local_rms"),
     *_NOISE_AND_ORIGIN,
 ]
 
 ISLAND_COLUMNS: list[tuple[str, Any, str, str]] = [
     ("island_id", None, "meta.id;meta.main", "island number in this catalog"),
     ("name", None, "meta.id", "the finder's own name of the island"),
+    _IAU_NAME,
     *_POSITION,
     *_PIXEL,
     ("n_components", None, "meta.number", "number of fitted components"),
@@ -119,6 +127,7 @@ class Catalog:
 # Bits of appliance_flags: checks the appliance makes of every row, whatever the finder (their own are in flags).
 OUTSIDE_IMAGE = 1
 ON_BLANK = 2
+APPLIANCE_FLAG_BITS = {OUTSIDE_IMAGE: "centre outside the image", ON_BLANK: "centre on a blank (NaN) pixel"}
 
 
 def footprint_flags(table: Table, data: np.ndarray) -> np.ndarray:
@@ -164,10 +173,15 @@ def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | Non
     if wcs is not None and length and "x" not in values:
         x, y = wcs.celestial.all_world2pix(np.asarray(values["ra"]), np.asarray(values["dec"]), 0)
         values["x"], values["y"] = x, y
+    if length and "snr" not in values and "peak_flux" in values and "local_rms" in values:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values["snr"] = np.asarray(values["peak_flux"], dtype=float) / np.asarray(values["local_rms"], dtype=float)
     table = Table(meta={"name": f"{app}_{kind}"})
     for name, unit, ucd, description in spec:
         if name == "app":
             data: Any = np.full(length, app, dtype=f"U{max(len(app), 1)}")
+        elif name == "iau_name":
+            data = np.asarray(iau_names(app, values["ra"], values["dec"]) if length else [], dtype=str)
         elif name == "name":
             data = np.asarray([str(v) for v in values["name"]] if "name" in values else [""] * length, dtype=str)
         elif name in values:
@@ -178,6 +192,44 @@ def normalized_table(kind: str, app: str, values: dict[str, Any], wcs: WCS | Non
             data = np.full(length, np.nan)
         table[name] = Column(data, unit=unit, description=description, meta={"ucd": ucd})
     return table
+
+
+def iau_names(app: str, ra, dec) -> list[str]:
+    """``<APP> Jhhmmss.s+ddmmss``: RA to a tenth of a second of time and Dec to an arcsecond, both truncated, as the
+    IAU asks; empty where the position is unknown."""
+    names = []
+    for alpha, delta in zip(np.asarray(ra, dtype=float), np.asarray(dec, dtype=float), strict=True):
+        if not (math.isfinite(alpha) and math.isfinite(delta)):
+            names.append("")
+            continue
+        tenths = int(math.floor((alpha % 360.0) / 15.0 * 36000.0 + 1e-6))
+        seconds = int(math.floor(abs(delta) * 3600.0 + 1e-6))
+        sign = "-" if delta < 0 else "+"
+        names.append(
+            f"{app.upper()} J{tenths // 36000:02d}{tenths // 600 % 60:02d}{tenths % 600 // 10:02d}.{tenths % 10}"
+            f"{sign}{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+        )
+    return names
+
+
+def deconvolved(major, minor, pa, beam: tuple[float, float, float]) -> tuple[np.ndarray, ...]:
+    """Gaussians (FWHM arcsec, PA deg east of north) with the beam (bmaj, bmin arcsec, bpa deg) taken out, as
+    major, minor and PA: Sigma_source - Sigma_beam in the (east, north) plane. An axis the beam alone explains is 0."""
+
+    def covariance(major, minor, pa):
+        major, minor, pa = (np.asarray(v, dtype=float) for v in (major, minor, pa))
+        along = np.stack([np.sin(np.deg2rad(pa)), np.cos(np.deg2rad(pa))], -1)  # (east, north) of the major axis
+        across = np.stack([along[..., 1], -along[..., 0]], -1)
+        return (major**2)[..., None, None] * (along[..., :, None] * along[..., None, :]) + (minor**2)[
+            ..., None, None
+        ] * (across[..., :, None] * across[..., None, :])
+
+    rest = covariance(major, minor, pa) - covariance(*beam)
+    finite = np.isfinite(rest).all(axis=(-1, -2))
+    values, vectors = np.linalg.eigh(np.where(finite[..., None, None], rest, 0.0))
+    major_d, minor_d = np.sqrt(np.clip(values[..., 1], 0, None)), np.sqrt(np.clip(values[..., 0], 0, None))
+    pa_d = np.rad2deg(np.arctan2(vectors[..., 0, 1], vectors[..., 1, 1])) % 180.0
+    return tuple(np.where(finite, v, np.nan) for v in (major_d, minor_d, pa_d))
 
 
 def write_table(table: Table, path: Path, fmt: str) -> None:

@@ -19,6 +19,8 @@ from appliance.catalogs import (
     Catalog,
     check_footprint,
     component_regions,
+    deconvolved,
+    iau_names,
     normalized_table,
     pixel_ellipses,
     sky_ellipses,
@@ -154,3 +156,35 @@ def test_sources_centred_off_the_data_are_flagged_and_left_out_by_default():
     assert option.default is True and Aegean().describe()["drop_outside"]["default"] is True
     assert Aegean().schema.from_form({})["drop_outside"] is False  # an unchecked box
     assert Aegean().schema.from_form({"drop_outside": "on"})["drop_outside"] is True
+
+
+def test_names_signal_to_noise_and_deconvolved_sizes():
+    ra = (17 + 27 / 60 + 45.49 / 3600) * 15
+    dec = -(40 + 20 / 60 + 31.99 / 3600)
+    assert iau_names("aegean", [ra, 0.0001, np.nan], [dec, 0.00001, 0.0]) == [
+        "AEGEAN J172745.4-402031",  # truncated, not rounded
+        "AEGEAN J000000.0+000000",
+        "",
+    ]
+    table = normalized_table("components", "sep", {"ra": [ra], "dec": [dec], "peak_flux": [5e-3], "local_rms": [1e-4]})
+    assert table["iau_name"][0] == "SEP J172745.4-402031" and table["snr"][0] == pytest.approx(50.0)
+
+    beam = (6.5, 5.0, 30.0)
+    # a source of 4" x 2" at PA 100 seen through the beam: its covariance is the sum of both
+    major, minor, pa = deconvolved(*sum_of_gaussians((4.0, 2.0, 100.0), beam), beam)
+    assert (major[()], minor[()], pa[()]) == pytest.approx((4.0, 2.0, 100.0), abs=1e-6)
+    point = deconvolved(6.5, 5.0, 30.0, beam)  # the beam itself: a point source
+    assert point[0] == pytest.approx(0.0, abs=1e-6) and point[1] == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(deconvolved(np.nan, 1.0, 0.0, beam)[0])
+
+
+def sum_of_gaussians(a, b):
+    """The FWHM ellipse (major, minor, PA) of two Gaussians convolved, worked out on their (east, north) moments."""
+
+    def moments(major, minor, pa):
+        t = np.deg2rad(pa)
+        along, across = np.array([np.sin(t), np.cos(t)]), np.array([np.cos(t), -np.sin(t)])
+        return major**2 * np.outer(along, along) + minor**2 * np.outer(across, across)
+
+    values, vectors = np.linalg.eigh(moments(*a) + moments(*b))
+    return np.sqrt(values[1]), np.sqrt(values[0]), np.rad2deg(np.arctan2(vectors[0, 1], vectors[1, 1])) % 180

@@ -47,6 +47,13 @@ def test_the_form_works_without_javascript(client, sky):
     assert "Components (20)" in page and "data-viewer" in page and "catalog?kind=components&amp;format=votable" in page
     table = client.get(f"/jobs/{job_id}/table", params={"sort": "ra", "order": "asc"}).text
     assert 'aria-sort="ascending"' in table and table.count("<tr data-component") == 20
+    # what an astronomer reads: IAU names, sexagesimal beside degrees, S/N, and what every flag bit means
+    assert table.count("<td>SEP J") == 20 and re.search(r"<td>\d\d:\d\d:\d\d\.\d\d<br><small>\d+\.\d{6}°", table)
+    assert re.search(r"<td>[+-]\d\d:\d\d:\d\d\.\d<br>", table) and ">S/N<" in table
+    assert "OBJ_MERGED: deblended from a blend" in table and "centre on a blank (NaN) pixel" in table
+    assert "deconvolved" not in table  # sep gives no deconvolved sizes: no empty columns
+    by_snr = client.get(f"/jobs/{job_id}/table", params={"sort": "snr", "order": "desc"}).text
+    assert 'aria-sort="descending"' in by_snr.split("S/N")[0].rsplit("<th", 1)[1]
     for plot in ("flux-histogram.png", "source-counts.png"):
         assert client.get(f"/jobs/{job_id}/plots/{plot}").content.startswith(b"\x89PNG")
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import numpy as np
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
@@ -21,7 +22,7 @@ from litestar.template import TemplateConfig
 
 from appliance import __version__
 from appliance.apps import App
-from appliance.catalogs import sorted_page
+from appliance.catalogs import APPLIANCE_FLAG_BITS, sorted_page
 from appliance.core import Appliance
 from appliance.errors import ApplianceError, InvalidOptions, NotFound
 from appliance.jobs import JOB_LOG, job_document
@@ -36,10 +37,13 @@ PAGE_SIZE = 25
 CATALOG_PAGE = 50
 LOG_TAIL_BYTES = 64 << 10
 CATALOG_COLUMNS = [
-    ("component_id", "#"), ("name", "name"), ("ra", "RA (°)"), ("dec", "Dec (°)"), ("peak_flux", "peak (mJy/beam)"),
-    ("int_flux", "flux (mJy)"), ("major", "major (″)"), ("minor", "minor (″)"), ("pa", "PA (°)"),
-    ("local_rms", "rms (mJy/beam)"), ("flags", "flags"),
+    ("component_id", "#"), ("iau_name", "name"), ("ra", "RA"), ("dec", "Dec"), ("peak_flux", "peak (mJy/beam)"),
+    ("int_flux", "flux (mJy)"), ("snr", "S/N"), ("major", "major (″)"), ("minor", "minor (″)"), ("pa", "PA (°)"),
+    ("major_deconv", "deconvolved major (″)"), ("minor_deconv", "deconvolved minor (″)"),
+    ("pa_deconv", "deconvolved PA (°)"), ("local_rms", "rms (mJy/beam)"), ("flags", "flags"),
+    ("appliance_flags", "checks"),
 ]  # fmt: skip
+DECONVOLVED = {"major_deconv", "minor_deconv", "pa_deconv"}
 
 
 def _bytes(size: float) -> str:
@@ -65,8 +69,21 @@ def _num(value: float) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.2f}"
 
 
+def _sexagesimal(degrees: float, hours: bool) -> str:
+    """RA as 17:27:45.42, Dec as -40:20:31.5 (rounded for reading; the IAU name truncates)."""
+    if degrees is None or not math.isfinite(degrees):
+        return "—"
+    from astropy.coordinates import Angle
+
+    angle = Angle(degrees, unit="deg")
+    if hours:
+        return angle.to_string(unit="hour", sep=":", precision=2, pad=True)
+    return angle.to_string(unit="deg", sep=":", precision=1, pad=True, alwayssign=True)
+
+
 def _register(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num)
+    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num,
+                                 hms=lambda d: _sexagesimal(d, True), dms=lambda d: _sexagesimal(d, False))  # fmt: skip
     engine.engine.globals.update(version=__version__)
 
 
@@ -161,14 +178,25 @@ def catalog_context(appliance: Appliance, user: str, job_id: str, sort: str, ord
 
     job, path = appliance.jobs.product(user, job_id, "catalog_components.fits")
     table = Table.read(path)
-    sort = sort if sort in dict(CATALOG_COLUMNS) else "int_flux"
+    shown = [(name, label) for name, label in CATALOG_COLUMNS if name in table.colnames
+             and (name not in DECONVOLVED or np.isfinite(np.asarray(table[name], dtype=float)).any())]  # fmt: skip
+    sort = sort if sort in dict(shown) else "int_flux"
     descending = order != "asc"
     total = len(table)
     pages = max(1, math.ceil(total / CATALOG_PAGE))
     page_number = min(max(1, page_number), pages)
     rows = sorted_page(table, sort, descending, (page_number - 1) * CATALOG_PAGE, CATALOG_PAGE)
+    app = appliance.apps.get(job.app)
     return {
-        "columns": CATALOG_COLUMNS,
+        "columns": shown,
+        "shown": {name for name, _ in shown},
+        "flag_legend": app.flag_legend,
+        "flags_are_bits": app.flags_are_bits,
+        "check_legend": APPLIANCE_FLAG_BITS,
+        "app_name": app.title,
+        "has_nested": bool(len(Table.read(path.with_name("catalog_nested.fits"))))
+        if path.with_name("catalog_nested.fits").exists()
+        else False,
         "rows": rows,
         "sort": sort,
         "descending": descending,

@@ -87,6 +87,9 @@ class App:
     description: str
     schema: OptionSchema
     python_modules: tuple[str, ...] = ()
+    # what the finder's own ``flags`` mean: bits (each set bit adds its meaning) or one value per row
+    flags_are_bits: bool = True
+    flag_legend: dict[int, str] = {}
 
     def availability(self) -> Availability:
         missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]

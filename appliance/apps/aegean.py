@@ -28,6 +28,15 @@ class Aegean(App):
     title = "Aegean"
     description = "BANE background and noise maps, then Aegean's seed/flood island search and Gaussian fitting."
     python_modules = ("AegeanTools",)
+    flag_legend = {  # AegeanTools.flags
+        1: "FITERRSMALL: the fit's uncertainties are smaller than they should be",
+        2: "FITERR: the fit failed; the values are its starting estimates",
+        4: "FIXED2PSF: the shape was fixed to the beam",
+        8: "FIXEDCIRCULAR: the shape was fixed to a circle",
+        16: "NOTFIT: not fitted",
+        32: "WCSERR: the sky position could not be computed",
+        64: "PRIORIZED: fitted at a given position (priorized fitting)",
+    }
     schema = OptionSchema(
         [
             Flag("save-bkgmap", "keep BANE's background map with the outputs", category=OUT),

@@ -25,7 +25,7 @@ from astropy.wcs import WCS
 from appliance.apps import App, Availability, JobInput, catalog_options
 from appliance.apps.caesar_options import RULES, ConfigRule
 from appliance.apps.options import Flag, OptionSchema
-from appliance.catalogs import Catalog, normalized_table, sky_ellipses
+from appliance.catalogs import Catalog, deconvolved, normalized_table, sky_ellipses
 from appliance.errors import InvalidContent, InvalidOptions
 from appliance.fitsimage import celestial_wcs
 from runners import RunSpec
@@ -58,6 +58,8 @@ class Caesar(App):
         "caesar's FindSource: local background and noise maps, compact sources by seed/flood thresholds with nested "
         "sources, Gaussian fits, and optionally extended sources (saliency, active contours, wavelets)."
     )
+    flags_are_bits = False
+    flag_legend = {3: "high-quality fit", 2: "medium-quality fit", 1: "low-quality fit", 0: "bad fit"}  # fitQuality
     schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])
     rules = {rule.option.name: rule for rule in RULES}
 
@@ -225,6 +227,9 @@ def read_caesar_catalogs(folder: Path, image: Path) -> Catalog:
     # images (up to 90 deg), so sizes and position angle on the sky come from the fitted pixel ellipse and the WCS
     pixel = {key: np.array([c[key] for c in components]) for key in ("bmaj", "bmin", "pa", "bmajErr", "bminErr")}
     major, minor, pa = sky_ellipses(x, y, pixel["bmaj"], pixel["bmin"], pixel["pa"] + 90.0, wcs)
+    # caesar's own deconvolved sizes are in the same wrong frame as its pa_wcs: taken out of ours instead
+    beam = (header["BMAJ"] * 3600.0, header["BMIN"] * 3600.0, header.get("BPA", 0.0)) if "BMAJ" in header else None
+    major_d, minor_d, pa_d = deconvolved(major, minor, pa, beam) if beam else (np.full(len(x), np.nan),) * 3
     component_table = normalized_table(
         "components",
         "caesar",
@@ -248,6 +253,9 @@ def read_caesar_catalogs(folder: Path, image: Path) -> Catalog:
             "minor_err": pixel["bminErr"] * minor / pixel["bmin"],
             "pa": pa,
             "pa_err": [c["paErr"] for c in components],
+            "major_deconv": major_d,
+            "minor_deconv": minor_d,
+            "pa_deconv": pa_d,
             "local_rms": [c["bkgRMSSum"] / c["nPix"] for c in components],
             "background": [c["bkgSum"] / c["nPix"] for c in components],
             "flags": [c["fitQuality"] for c in components],

@@ -36,6 +36,8 @@ class PyBDSF(App):
         "Gaussian decomposition grouped into sources."
     )
     python_modules = ("bdsf",)
+    flag_legend = {0: "PyBDSF gives its Gaussians no flag: always 0"}
+    flags_are_bits = False
     schema = OptionSchema(
         [
             Value(
@@ -176,6 +178,9 @@ def _components(gaussians: Table, wcs: WCS, app: str) -> Table:
         "minor_err": np.asarray(gaussians["E_Min"]) * 3600,
         "pa": gaussians["PA"],
         "pa_err": gaussians["E_PA"],
+        "major_deconv": np.asarray(gaussians["DC_Maj"]) * 3600,
+        "minor_deconv": np.asarray(gaussians["DC_Min"]) * 3600,
+        "pa_deconv": gaussians["DC_PA"],
         "local_rms": gaussians["Isl_rms"],
         "background": gaussians["Isl_mean"],
     }

@@ -30,6 +30,16 @@ class Sep(App):
     title = "sep (fast)"
     description = "SExtractor's core via sep: seed/flood islands with deblending, aperture fluxes; seconds per image."
     python_modules = ("sep",)
+    flag_legend = {  # sep's object and aperture flags
+        1: "OBJ_MERGED: deblended from a blend",
+        2: "OBJ_TRUNC: touches the edge of the image",
+        4: "OBJ_DOVERFLOW: deblending ran out of room",
+        8: "OBJ_SINGU: its moments are singular",
+        16: "APER_TRUNC: the flux aperture runs beyond the image",
+        32: "APER_HASMASKED: the flux aperture has blank pixels",
+        64: "APER_ALLMASKED: the flux aperture is all blank pixels",
+        128: "APER_NONPOSITIVE: the aperture's flux is not positive",
+    }
     schema = OptionSchema(
         [
             Value("seedthr", "seed threshold in sigma: an island is kept when its brightest pixel reaches it",
