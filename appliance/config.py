@@ -80,6 +80,11 @@ class Settings:
         return self.home / "tmp"
 
     @property
+    def cache_dir(self) -> Path:
+        """What is made once per file or job and kept for the browser: viewer copies, quicklooks, plots."""
+        return self.home / "cache"
+
+    @property
     def token_path(self) -> Path:
         return self.home / "api-token"
 

@@ -305,7 +305,7 @@ class FileStore:
             path = self.path(record)
             session.delete(record)
         path.unlink(missing_ok=True)
-        for cached in (self.settings.home / "cache").glob(f"*/{file_uuid}.*"):
+        for cached in self.settings.cache_dir.glob(f"*/{file_uuid}.*"):
             cached.unlink(missing_ok=True)  # the viewer's copy and the quicklook
         log.info("file deleted", extra={"action": "delete", "user": user, "file": file_uuid})
 
