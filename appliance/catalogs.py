@@ -237,7 +237,8 @@ MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be
 
 
 def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
-    """The image on its sky grid (asinh stretch over the zscale range) with every component's FWHM ellipse.
+    """The image on its sky grid, or its pixel grid when it has no celestial WCS (asinh stretch over the zscale range),
+    with every component's FWHM ellipse.
     Images larger than MAX_PLOT_PIXELS on a side are shown decimated, with the WCS decimated to match."""
     import matplotlib
 
@@ -246,11 +247,11 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
-    from appliance.fitsimage import celestial_wcs
+    from appliance.fitsimage import image_wcs
 
     with fits.open(image, memmap=True) as hdul:
         data = hdul[0].data
-        wcs = celestial_wcs(hdul[0].header)
+        wcs = image_wcs(hdul[0].header)
         step = max(1, math.ceil(max(data.shape) / MAX_PLOT_PIXELS))
         shown = np.array(data[::step, ::step], dtype=np.float32)
     wcs = wcs[::step, ::step] if step > 1 else wcs
@@ -276,8 +277,8 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
                 linewidths=0.8,
             )
         )
-    axes.set_xlabel("RA")
-    axes.set_ylabel("Dec")
+    axes.set_xlabel("RA" if wcs.has_celestial else "x (pixel, 0-based)")
+    axes.set_ylabel("Dec" if wcs.has_celestial else "y (pixel, 0-based)")
     axes.set_title(f"{title}: {len(components)} components" if len(components) else title)
     figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)
     figure.savefig(out, pil_kwargs={"compress_level": 3})  # fixed margins: bbox_inches="tight" draws twice

@@ -66,6 +66,23 @@ def celestial_wcs(header: fits.Header) -> WCS:
         return WCS(header).celestial
 
 
+def image_wcs(header: fits.Header) -> WCS:
+    """The grid a copy or a picture of the image is drawn on: its celestial WCS, or, when it has no usable one, its
+    pixel axes as a linear WCS counting 0-based pixels (as the catalogs' x and y do)."""
+    try:
+        wcs = celestial_wcs(header)
+        if wcs.naxis == 2 and wcs.has_celestial:
+            return wcs
+    except Exception:  # astropy.wcs raises many types for malformed keywords; all mean "no usable WCS"
+        pass
+    pixels = WCS(naxis=2)
+    pixels.wcs.ctype = ["X", "Y"]
+    pixels.wcs.crpix = [1.0, 1.0]
+    pixels.wcs.crval = [0.0, 0.0]
+    pixels.wcs.name = "image pixels, 0-based"
+    return pixels
+
+
 def sniff(head: bytes) -> None:
     """Reject content that is neither FITS nor gzip from its first bytes, before the rest is stored."""
     if not (head.startswith(FITS_MAGIC) or head.startswith(GZIP_MAGIC)):
@@ -251,7 +268,7 @@ def prepare_image(
     *,
     with_beam: bool = True,
 ) -> list[str]:
-    """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its celestial WCS, the
+    """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its ``image_wcs``, the
     beam in the header (unless ``with_beam`` is false: a picture needs none), and non-finite pixels as NaN blanks.
     Returns what was assumed or changed, for the job log."""
     notes: list[str] = []
@@ -262,11 +279,11 @@ def prepare_image(
         if plane.ndim > 2:
             plane = plane.reshape(plane.shape[-2:])
             notes.append(f"degenerate axes dropped: {hdu.data.ndim}-D data of shape {hdu.data.shape} read as 2-D")
-        wcs = celestial_wcs(header)
+        wcs = image_wcs(header)
         out = wcs.to_header()
         written = str(out.get("CTYPE1", ""))[5:].strip("-")
         original = str(header.get("CTYPE1", ""))[5:].strip("-")
-        if written != original:
+        if wcs.has_celestial and written != original:
             notes.append(f"projection {original} written as the equivalent {written} with PV terms")
         for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
             if key in header:
