@@ -29,6 +29,7 @@ class Settings:
     user: str
     upload_max_bytes: int
     disk_reserve_bytes: int
+    header_max_cards: int
     runner: str
     caesar_findsource: str
     job_cores: int
@@ -220,7 +221,7 @@ def _build(values: dict[str, Any]) -> Settings:
     )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
-    for name in ("upload_max_bytes", "log_max_bytes", "job_walltime_seconds"):
+    for name in ("upload_max_bytes", "header_max_cards", "log_max_bytes", "job_walltime_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
     for name in ("job_cores", "queue_workers", "job_cancel_grace_seconds", "inbox_settle_seconds"):

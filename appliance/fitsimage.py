@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import re
 import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from astropy import units as u
@@ -16,10 +18,12 @@ from astropy.io import fits
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from appliance.errors import InvalidContent, UnsupportedType
+from appliance.errors import InvalidContent, TooLarge, UnsupportedType
 
 FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
+FITS_BLOCK = 2880  # a FITS file is a sequence of 2880-byte blocks; a header fills its blocks with 80-byte cards
+CARD = 80
 
 # AIPS and CASA write the restoring beam into HISTORY when BMAJ/BMIN are missing from the header.
 _AIPS_BEAM = re.compile(r"BMAJ\s*=\s*([-+.\dEe]+)\s+BMIN\s*=\s*([-+.\dEe]+)\s+BPA\s*=\s*([-+.\dEe]+)")
@@ -89,16 +93,20 @@ def sniff(head: bytes) -> None:
         raise UnsupportedType("not_fits", "the file is not FITS: it does not start with the card 'SIMPLE  ='")
 
 
-def inspect_fits(path: Path) -> FitsSummary:
+def inspect_fits(path: Path, *, header_max_cards: int | None = None) -> FitsSummary:
     """Open ``path`` with astropy and summarise its first 2-D image HDU (degenerate axes allowed).
 
     Raises UnsupportedType when the content is not FITS, InvalidContent when it is truncated, corrupt or holds no
-    2-D image. Reads headers only (data stays memory-mapped), so it is cheap for files of any size."""
+    2-D image, TooLarge when its headers hold more than ``header_max_cards`` cards (counted before astropy parses
+    them). Reads headers only (data stays memory-mapped), so it is cheap for files of any size."""
     with path.open("rb") as f:
         head = f.read(len(FITS_MAGIC))
     sniff(head)
     if head.startswith(GZIP_MAGIC):
-        _check_gzip_stream(path)
+        _check_gzip_stream(path, header_max_cards)
+    else:
+        with path.open("rb") as stream:
+            _walk_hdus(stream, header_max_cards)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -115,16 +123,62 @@ def inspect_fits(path: Path) -> FitsSummary:
             raise InvalidContent("corrupt_fits", f"the FITS file is corrupt: {exc}") from None
 
 
-def _check_gzip_stream(path: Path) -> None:
+def _check_gzip_stream(path: Path, header_max_cards: int | None) -> None:
+    """Read the whole stream, which checks it, walking its HDUs on the way."""
     try:
         with gzip.open(path, "rb") as stream:
             first = stream.read(len(FITS_MAGIC))
             if not first.startswith(FITS_MAGIC):
                 raise UnsupportedType("not_fits", "the gzip file does not hold FITS: no 'SIMPLE  =' card at its start")
+            stream.seek(0)
+            _walk_hdus(stream, header_max_cards)
             while stream.read(1 << 22):
                 pass
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InvalidContent("corrupt_gzip", f"the gzip stream is truncated or corrupt: {exc}") from None
+
+
+def _walk_hdus(stream: BinaryIO, header_max_cards: int | None) -> None:
+    """Count header cards HDU by HDU in the raw bytes, up to each END card, skipping the data, and refuse more than
+    ``header_max_cards``: astropy would spend seconds of CPU parsing a header of 100 000 cards. Only headers within
+    the limit are parsed, for their data size. Stops at what it does not expect (a short block, bytes after the last
+    HDU, a header it cannot read), which astropy then reports."""
+    cards = 0
+    while len(block := stream.read(FITS_BLOCK)) == FITS_BLOCK and block.startswith((FITS_MAGIC, b"XTENSION=")):
+        header = bytearray()
+        while True:
+            header += block
+            end = next((i for i in range(0, FITS_BLOCK, CARD) if block[i : i + 8] == b"END     "), None)
+            cards += FITS_BLOCK // CARD if end is None else end // CARD + 1
+            if header_max_cards is not None and cards > header_max_cards:
+                raise TooLarge(
+                    "header_too_large",
+                    f"the FITS headers hold more than {header_max_cards} cards, the limit set by header_max_cards",
+                )
+            if end is not None:
+                break
+            if len(block := stream.read(FITS_BLOCK)) < FITS_BLOCK:
+                return
+        try:
+            size = _data_size(fits.Header.fromstring(bytes(header)))
+        except (KeyError, ValueError, TypeError, fits.VerifyError):
+            return
+        if size < 0:  # negative axis lengths: seeking back would read the same header again
+            return
+        stream.seek(size, os.SEEK_CUR)
+
+
+def _data_size(header: fits.Header) -> int:
+    """Bytes of an HDU's data, padded to whole blocks (FITS 4.0, 4.4.1): |BITPIX|/8 × GCOUNT × (PCOUNT + NAXIS1 × ...
+    × NAXISn), where random groups (GROUPS = T) leave out their NAXIS1 of 0."""
+    naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
+    if header.get("GROUPS") is True and naxes[:1] == [0]:
+        naxes = naxes[1:]
+    if not naxes:
+        return 0
+    size = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1))
+    size *= int(header.get("PCOUNT", 0)) + math.prod(naxes)
+    return (size + FITS_BLOCK - 1) // FITS_BLOCK * FITS_BLOCK
 
 
 def _raise_on_truncation(caught: list[warnings.WarningMessage]) -> None:

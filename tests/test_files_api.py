@@ -276,6 +276,46 @@ def test_too_large_and_no_space_are_refused(tmp_path, image):
         assert "free disk space" in reply.json()["status"]
 
 
+def _raw_fits(*headers: list[bytes]) -> bytes:
+    """HDUs of 16x16 float32 zeros with these cards after the mandatory ones, written card by card (astropy takes
+    seconds to build a header of 100 000 cards)."""
+    hdus = []
+    for index, cards in enumerate(headers):
+        first = [b"SIMPLE  =                    T"] if index == 0 else [b"XTENSION= 'IMAGE   '"]
+        axes = [b"BITPIX  =                  -32", b"NAXIS   =                    2", b"NAXIS1  =                   16",
+                b"NAXIS2  =                   16"]  # fmt: skip
+        extension = [b"PCOUNT  =                    0", b"GCOUNT  =                    1"] if index else []
+        header = b"".join(card.ljust(80) for card in [*first, *axes, *extension, *cards, b"END"])
+        hdus.append(header.ljust(-(-len(header) // 2880) * 2880) + bytes(2880))
+    return b"".join(hdus)
+
+
+HUGE_HISTORY = [b"HISTORY step %d" % i for i in range(131_000)]  # a 10 MB header
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("history.fits", lambda: _raw_fits(HUGE_HISTORY)),
+        ("history.fits.gz", lambda: gzip.compress(_raw_fits(HUGE_HISTORY), 1)),
+        ("history.fits", lambda: _raw_fits([], HUGE_HISTORY)),
+    ],
+    ids=["plain", "gzip", "in_an_extension"],
+)
+def test_huge_headers_are_refused_before_they_are_parsed(client, name, make):
+    content = make()
+    for reply in (
+        client.post(f"{API}/upload", files={"file": (name, content)}),
+        client.put(f"{API}/upload/{name}", content=content),
+    ):
+        assert reply.status_code == 413, reply.text
+        assert reply.json() == {
+            "status": "the FITS headers hold more than 10000 cards, the limit set by header_max_cards",
+            "error": "header_too_large",
+        }
+        assert stored_everything(client) == ([], [], 0)
+
+
 def test_unknown_and_malformed_ids_are_404(client):
     for file_uuid in (uuidlib.uuid4().hex, "../../etc/passwd", "x" * 32):
         for path in ("/file/", "/download/", "/delete/"):

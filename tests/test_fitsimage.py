@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from appliance.errors import InvalidContent, UnsupportedType
+from appliance.errors import InvalidContent, TooLarge, UnsupportedType
 from appliance.fitsimage import inspect_fits
 from tests.conftest import write_image
 
@@ -123,3 +123,22 @@ def test_real_atca_images(shared_data):
         assert summary.beam.bmaj_arcsec == pytest.approx(6.5, rel=1e-6) and summary.beam.bpa_deg is None
         assert summary.frequency_hz == pytest.approx(1.4475e9, rel=1e-3)
         assert summary.telescope == "ATCA"
+
+
+def test_header_cards_are_counted_in_the_raw_bytes_before_astropy_parses_them(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "history.fits")
+    with fits.open(path, mode="update") as hdul:
+        for step in range(300):
+            hdul[0].header.add_history(f"AIPS step {step}")
+    cards = len(fits.getheader(path)) + 1  # and the END card
+    packed = tmp_path / "history.fits.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    for image in (path, packed):
+        assert inspect_fits(image, header_max_cards=cards).shape == [64, 64]
+        with monkeypatch.context() as patched:
+            for name in ("open", "getheader"):
+                patched.setattr(fits, name, lambda *a, **k: pytest.fail("astropy opened a file over the limit"))
+            patched.setattr(fits.Header, "fromstring", lambda *a, **k: pytest.fail("astropy parsed the header"))
+            with pytest.raises(TooLarge) as caught:
+                inspect_fits(image, header_max_cards=cards - 1)
+        assert caught.value.code == "header_too_large" and "header_max_cards" in caught.value.message
