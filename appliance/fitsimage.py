@@ -93,20 +93,23 @@ def sniff(head: bytes) -> None:
         raise UnsupportedType("not_fits", "the file is not FITS: it does not start with the card 'SIMPLE  ='")
 
 
-def inspect_fits(path: Path, *, header_max_cards: int | None = None) -> FitsSummary:
+def inspect_fits(
+    path: Path, *, header_max_cards: int | None = None, decompressed_max_bytes: int | None = None
+) -> FitsSummary:
     """Open ``path`` with astropy and summarise its first 2-D image HDU (degenerate axes allowed).
 
     Raises UnsupportedType when the content is not FITS, InvalidContent when it is truncated, corrupt or holds no
-    2-D image, TooLarge when its headers hold more than ``header_max_cards`` cards (counted before astropy parses
-    them). Reads headers only (data stays memory-mapped), so it is cheap for files of any size."""
+    2-D image, TooLarge when its headers hold more than ``header_max_cards`` cards or, gzipped, it decompresses to
+    more than ``decompressed_max_bytes`` (both found before astropy reads it). Reads headers only (data stays
+    memory-mapped), so it is cheap for files of any size."""
     with path.open("rb") as f:
         head = f.read(len(FITS_MAGIC))
     sniff(head)
     if head.startswith(GZIP_MAGIC):
-        _check_gzip_stream(path, header_max_cards)
+        _check_gzip_stream(path, header_max_cards, decompressed_max_bytes)
     else:
         with path.open("rb") as stream:
-            _walk_hdus(stream, header_max_cards)
+            _walk_hdus(stream, header_max_cards, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -123,26 +126,27 @@ def inspect_fits(path: Path, *, header_max_cards: int | None = None) -> FitsSumm
             raise InvalidContent("corrupt_fits", f"the FITS file is corrupt: {exc}") from None
 
 
-def _check_gzip_stream(path: Path, header_max_cards: int | None) -> None:
-    """Read the whole stream, which checks it, walking its HDUs on the way."""
+def _check_gzip_stream(path: Path, header_max_cards: int | None, decompressed_max_bytes: int | None) -> None:
+    """Read the whole stream, which checks it, walking its HDUs on the way; bytes after the last HDU count too."""
     try:
         with gzip.open(path, "rb") as stream:
             first = stream.read(len(FITS_MAGIC))
             if not first.startswith(FITS_MAGIC):
                 raise UnsupportedType("not_fits", "the gzip file does not hold FITS: no 'SIMPLE  =' card at its start")
             stream.seek(0)
-            _walk_hdus(stream, header_max_cards)
+            _walk_hdus(stream, header_max_cards, decompressed_max_bytes)
             while stream.read(1 << 22):
-                pass
+                _check_decompressed(stream.tell(), decompressed_max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InvalidContent("corrupt_gzip", f"the gzip stream is truncated or corrupt: {exc}") from None
 
 
-def _walk_hdus(stream: BinaryIO, header_max_cards: int | None) -> None:
+def _walk_hdus(stream: BinaryIO, header_max_cards: int | None, decompressed_max_bytes: int | None) -> None:
     """Count header cards HDU by HDU in the raw bytes, up to each END card, skipping the data, and refuse more than
     ``header_max_cards``: astropy would spend seconds of CPU parsing a header of 100 000 cards. Only headers within
-    the limit are parsed, for their data size. Stops at what it does not expect (a short block, bytes after the last
-    HDU, a header it cannot read), which astropy then reports."""
+    the limit are parsed, for their data size, which is refused before it is read when the stream would go past
+    ``decompressed_max_bytes``. Stops at what it does not expect (a short block, bytes after the last HDU, a header
+    it cannot read), which astropy then reports."""
     cards = 0
     while len(block := stream.read(FITS_BLOCK)) == FITS_BLOCK and block.startswith((FITS_MAGIC, b"XTENSION=")):
         header = bytearray()
@@ -165,7 +169,17 @@ def _walk_hdus(stream: BinaryIO, header_max_cards: int | None) -> None:
             return
         if size < 0:  # negative axis lengths: seeking back would read the same header again
             return
+        _check_decompressed(stream.tell() + size, decompressed_max_bytes)
         stream.seek(size, os.SEEK_CUR)
+
+
+def _check_decompressed(size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise TooLarge(
+            "too_large",
+            f"the gzip file decompresses to {size} bytes or more ({size / 2**30:.2f} GiB), over the limit of {limit} "
+            f"bytes ({limit / 2**30:.2f} GiB) set by decompressed_max_bytes",
+        )
 
 
 def _data_size(header: fits.Header) -> int:

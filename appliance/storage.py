@@ -144,7 +144,12 @@ class Upload:
             self._fd = None
             if self.size == 0:
                 raise InvalidRequest("empty_file", f"{self.filename!r} is empty")
-            summary = inspect_fits(self.temp_path, header_max_cards=self.store.settings.header_max_cards)
+            settings = self.store.settings
+            summary = inspect_fits(
+                self.temp_path,
+                header_max_cards=settings.header_max_cards,
+                decompressed_max_bytes=settings.decompressed_limit,
+            )
             return self.store._register(self, tag, summary.to_dict())
         finally:
             self.abort()

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import uuid as uuidlib
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
+from astropy.io import fits
 from sqlalchemy import func, select
 
 from appliance.models import Job, StoredFile
@@ -274,6 +277,37 @@ def test_too_large_and_no_space_are_refused(tmp_path, image):
         reply = upload(client, image)
         assert reply.status_code == 507 and reply.json()["error"] == "insufficient_storage"
         assert "free disk space" in reply.json()["status"]
+
+
+def _zeros_gz(shape: tuple[int, int], after: int = 0) -> bytes:
+    """A gzipped float32 image of zeros, and ``after`` zero bytes after its last HDU."""
+    plain = io.BytesIO()
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.float32)).writeto(plain)
+    return gzip.compress(plain.getvalue() + bytes(after), 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "size"),
+    [
+        (lambda: _zeros_gz((4096, 4096)), "to 67112640 bytes"),  # header and data, known from the header; 65 KB gzip
+        (lambda: _zeros_gz((64, 64), after=32 << 20), "bytes"),  # found while the stream is read
+    ],
+    ids=["image", "bytes_after_the_image"],
+)
+def test_gzip_decompressing_beyond_the_limit_is_refused_and_leaves_nothing(tmp_path, make, size):
+    content = make()
+    limited = make_settings(tmp_path / "limited", decompressed_max_bytes=16 << 20)
+    with api_client(limited) as client:
+        for reply in (
+            client.post(f"{API}/upload", files={"file": ("zeros.fits.gz", content)}),
+            client.put(f"{API}/upload/zeros.fits.gz", content=content),
+        ):
+            assert reply.status_code == 413, reply.text
+            assert reply.json()["error"] == "too_large"
+            message = reply.json()["status"]
+            assert f"{size} or more" in message and "over the limit of 16777216 bytes" in message
+            assert "decompressed_max_bytes" in message
+            assert stored_everything(client) == ([], [], 0)
 
 
 def _raw_fits(*headers: list[bytes]) -> bytes:

@@ -142,3 +142,15 @@ def test_header_cards_are_counted_in_the_raw_bytes_before_astropy_parses_them(tm
             with pytest.raises(TooLarge) as caught:
                 inspect_fits(image, header_max_cards=cards - 1)
         assert caught.value.code == "header_too_large" and "header_max_cards" in caught.value.message
+
+
+def test_a_gzip_bomb_is_refused_from_its_header_before_its_data_is_read(tmp_path):
+    header = fits.PrimaryHDU(np.zeros((1, 1), dtype=np.float32)).header
+    header.update(NAXIS1=22360, NAXIS2=22360)  # 2 GB of float32; the data itself is left out
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(header.tostring().encode()))
+    with pytest.raises(TooLarge) as caught:
+        inspect_fits(bomb, decompressed_max_bytes=2**30)
+    assert caught.value.code == "too_large"
+    assert "decompresses to 1999883520 bytes or more" in caught.value.message
+    assert "decompressed_max_bytes" in caught.value.message
