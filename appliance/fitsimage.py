@@ -169,8 +169,12 @@ def _walk_hdus(stream: BinaryIO, header_max_cards: int | None, decompressed_max_
             return
         if size < 0:  # negative axis lengths: seeking back would read the same header again
             return
-        _check_decompressed(stream.tell() + size, decompressed_max_bytes)
-        stream.seek(size, os.SEEK_CUR)
+        end = stream.tell() + size
+        _check_decompressed(end, decompressed_max_bytes)
+        if stream.seek(size, os.SEEK_CUR) < end:  # only a gzip stream stops at its end; astropy checks plain files
+            raise InvalidContent(
+                "truncated_fits", f"the FITS file is truncated: it ends at byte {stream.tell()}, its headers say {end}"
+            )
 
 
 def _check_decompressed(size: int, limit: int | None) -> None:

@@ -89,6 +89,12 @@ def test_gzipped_image_is_read(tmp_path, image):
             "gzip stream",
         ),
         (lambda p, img: p.write_bytes(gzip.compress(b"hello world")), UnsupportedType, "not_fits", "does not hold"),
+        (
+            lambda p, img: p.write_bytes(gzip.compress(img.read_bytes()[:-4000])),  # a whole gzip of a cut file
+            InvalidContent,
+            "truncated_fits",
+            "truncated",
+        ),
     ],
 )
 def test_unusable_files_are_refused_with_a_reason(tmp_path, image, make, error, code, words):
@@ -149,6 +155,8 @@ def test_a_gzip_bomb_is_refused_from_its_header_before_its_data_is_read(tmp_path
     header.update(NAXIS1=22360, NAXIS2=22360)  # 2 GB of float32; the data itself is left out
     bomb = tmp_path / "bomb.fits.gz"
     bomb.write_bytes(gzip.compress(header.tostring().encode()))
+    with pytest.raises(InvalidContent, match="truncated"):
+        inspect_fits(bomb)
     with pytest.raises(TooLarge) as caught:
         inspect_fits(bomb, decompressed_max_bytes=2**30)
     assert caught.value.code == "too_large"
