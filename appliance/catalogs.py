@@ -247,13 +247,12 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
-    from appliance.fitsimage import image_wcs
+    from appliance.fitsimage import image_wcs, plane_bands
 
-    with fits.open(image, memmap=True) as hdul:
-        data = hdul[0].data
+    with fits.open(image, memmap=False) as hdul:
         wcs = image_wcs(hdul[0].header)
-        step = max(1, math.ceil(max(data.shape) / MAX_PLOT_PIXELS))
-        shown = np.array(data[::step, ::step], dtype=np.float32)
+        step = max(1, math.ceil(max(hdul[0].shape) / MAX_PLOT_PIXELS))
+        shown = np.concatenate([band[::step, ::step] for band in plane_bands(hdul[0], step)])
     wcs = wcs[::step, ::step] if step > 1 else wcs
     finite = shown[np.isfinite(shown)]
     norm = ImageNormalize(finite if finite.size else np.zeros(1), interval=ZScaleInterval(), stretch=AsinhStretch())

@@ -6,8 +6,11 @@ import gzip
 import math
 import os
 import re
+import shutil
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -15,6 +18,7 @@ from typing import Any, BinaryIO
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
+from astropy.nddata import block_reduce
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
@@ -339,35 +343,101 @@ def prepare_image(
     beam_fallback: tuple[float, float, float] | None = None,
     *,
     with_beam: bool = True,
+    block: int = 1,
 ) -> list[str]:
     """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its ``image_wcs``, the
     beam in the header (unless ``with_beam`` is false: a picture needs none), and non-finite pixels as NaN blanks.
-    Returns what was assumed or changed, for the job log."""
+    With ``block`` > 1 (the viewer's copy of a large image) each block × block pixels are averaged, blanks left out,
+    and a partial block at the end of a row or column is dropped; astropy's strided WCS slice puts each new pixel at
+    the centre of its block.
+
+    Rows are read and written ROW_BLOCK_BYTES at a time, so memory stays bounded whatever the image's size; a
+    gzipped source is first unpacked to a hidden file beside ``dest``, removed afterwards (astropy reads each
+    section of a gzip stream by decompressing it from the start). Returns what was assumed or changed, for the job
+    log."""
     notes: list[str] = []
-    with fits.open(source, memmap=True) as hdul:
-        hdu = hdul[hdu_index]
-        header = hdu.header
-        plane = np.asarray(hdu.data, dtype=np.float32)
-        if plane.ndim > 2:
-            plane = plane.reshape(plane.shape[-2:])
-            notes.append(f"degenerate axes dropped: {hdu.data.ndim}-D data of shape {hdu.data.shape} read as 2-D")
-        wcs = image_wcs(header)
-        out = wcs.to_header()
-        written = str(out.get("CTYPE1", ""))[5:].strip("-")
-        original = str(header.get("CTYPE1", ""))[5:].strip("-")
-        if wcs.has_celestial and written != original:
-            notes.append(f"projection {original} written as the equivalent {written} with PV terms")
-        for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
-            if key in header:
-                out[key] = header[key]
-        if with_beam:
-            notes += _write_beam(header, out, beam_override, beam_fallback)
-    blanks = int(np.count_nonzero(~np.isfinite(plane)))
+    scratch = dest.with_name(f".{dest.name.lstrip('.')}.unpacked")
+    try:
+        with _unpacked(source, scratch) as plain, fits.open(plain, memmap=False) as hdul:
+            hdu = hdul[hdu_index]
+            if len(hdu.shape) > 2:
+                notes.append(f"degenerate axes dropped: {len(hdu.shape)}-D data of shape {hdu.shape} read as 2-D")
+            out = _plane_header(hdu.header, block, notes)
+            if with_beam:
+                notes += _write_beam(hdu.header, out, beam_override, beam_fallback)
+            blanks = _write_plane(hdu, out, dest, block)
+            pixels = math.prod(hdu.shape)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
     if blanks:
-        plane[~np.isfinite(plane)] = np.nan
-        notes.append(f"{blanks} blank (NaN or infinite) pixels are masked ({blanks / plane.size:.1%} of the image)")
-    fits.PrimaryHDU(plane, header=out).writeto(dest, overwrite=True)
+        notes.append(f"{blanks} blank (NaN or infinite) pixels are masked ({blanks / pixels:.1%} of the image)")
     return notes
+
+
+ROW_BLOCK_BYTES = 8 << 20  # float32 rows read and written at a time; a few copies of them are all a product holds
+
+
+@contextmanager
+def _unpacked(source: Path, scratch: Path) -> Iterator[Path]:
+    """``source`` as a plain FITS file: a gzipped one is decompressed to ``scratch``, which is removed afterwards."""
+    with source.open("rb") as f:
+        gzipped = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+    if not gzipped:
+        yield source
+        return
+    try:
+        with gzip.open(source, "rb") as packed, scratch.open("wb") as out:
+            shutil.copyfileobj(packed, out, ROW_BLOCK_BYTES)
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _plane_header(header: fits.Header, block: int, notes: list[str]) -> fits.Header:
+    wcs = image_wcs(header)
+    out = wcs[::block, ::block].to_header() if block > 1 else wcs.to_header()
+    written = str(out.get("CTYPE1", ""))[5:].strip("-")
+    original = str(header.get("CTYPE1", ""))[5:].strip("-")
+    if wcs.has_celestial and written != original:
+        notes.append(f"projection {original} written as the equivalent {written} with PV terms")
+    for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
+        if key in header:
+            out[key] = header[key]
+    if block > 1:
+        out["HISTORY"] = f"averaged over {block}x{block} blocks for display"
+    return out
+
+
+def _write_plane(hdu: Any, header: fits.Header, dest: Path, block: int) -> int:
+    """Stream the plane into ``dest`` with ``header``, a band of rows at a time; returns the blanks met."""
+    ny, nx = hdu.shape[-2:]
+    full = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", nx // block),
+                        ("NAXIS2", ny // block)])  # fmt: skip
+    full.extend(header)
+    dest.unlink(missing_ok=True)  # StreamingHDU would append an extension to an existing file
+    blanks = 0
+    with fits.StreamingHDU(dest, full) as stream:
+        for band in plane_bands(hdu, block):
+            bad = ~np.isfinite(band)
+            blanks += int(np.count_nonzero(bad))
+            band[bad] = np.nan
+            if block > 1:
+                band = block_reduce(band, block, func=np.nanmean).astype(np.float32)  # a partial block is dropped
+            if band.size:
+                stream.write(band)
+    return blanks
+
+
+def plane_bands(hdu: Any, multiple: int = 1) -> Iterator[np.ndarray]:
+    """The 2-D plane of an image HDU (degenerate axes dropped) as float32, in bands of about ROW_BLOCK_BYTES, each
+    of a multiple of ``multiple`` rows but the last. Read through astropy's sections, one band in memory at a time;
+    open the file with memmap=False, else the pages read stay mapped into the process."""
+    ny, nx = hdu.shape[-2:]
+    rows = max(1, ROW_BLOCK_BYTES // (4 * nx * multiple)) * multiple
+    lead = (0,) * (len(hdu.shape) - 2)
+    for start in range(0, ny, rows):
+        yield np.asarray(hdu.section[(*lead, slice(start, start + rows))], dtype=np.float32)
 
 
 def _write_beam(

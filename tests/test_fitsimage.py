@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from appliance import fitsimage
 from appliance.errors import InvalidContent, TooLarge, UnsupportedType
-from appliance.fitsimage import inspect_fits
+from appliance.fitsimage import inspect_fits, prepare_image
 from tests.conftest import write_image
 
 
@@ -162,3 +163,26 @@ def test_a_gzip_bomb_is_refused_from_its_header_before_its_data_is_read(tmp_path
     assert caught.value.code == "too_large"
     assert "decompresses to 1999883520 bytes or more" in caught.value.message
     assert "decompressed_max_bytes" in caught.value.message
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_finder_input_is_written_a_band_of_rows_at_a_time_as_astropy_reads_the_whole_image(tmp_path, monkeypatch,
+                                                                                           packed):  # fmt: skip
+    counts = np.random.default_rng(5).integers(-2000, 2000, (1, 1, 90, 70), dtype=np.int16)
+    counts[0, 0, 10, 10:20] = -32768  # BLANK
+    hdu = fits.PrimaryHDU(counts, header=fits.Header({"BSCALE": 1e-5, "BZERO": 0.01, "BLANK": -32768}))
+    hdu.header.update(BMAJ=2e-3, BMIN=2e-3, BPA=0.0)
+    path = tmp_path / "scaled.fits"
+    hdu.writeto(path)
+    if packed:
+        path = tmp_path / "scaled.fits.gz"
+        path.write_bytes(gzip.compress((tmp_path / "scaled.fits").read_bytes()))
+    expected = fits.getdata(tmp_path / "scaled.fits").astype(np.float32)[0, 0]
+    monkeypatch.setattr(fitsimage, "ROW_BLOCK_BYTES", 7 * 70 * 4)  # bands of 7 rows, the last of 6
+    notes = prepare_image(path, 0, tmp_path / "input.fits")
+    written = fits.getdata(tmp_path / "input.fits")
+    np.testing.assert_array_equal(written, expected)
+    assert np.isnan(written[10, 10:20]).all() and fits.getheader(tmp_path / "input.fits")["BITPIX"] == -32
+    assert "10 blank (NaN or infinite) pixels are masked (0.2% of the image)" in notes
+    assert any("degenerate axes dropped: 4-D data of shape (1, 1, 90, 70)" in n for n in notes)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the unpacked copy is gone
