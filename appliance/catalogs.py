@@ -376,7 +376,8 @@ MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be
 
 
 def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
-    """The image on its sky grid (asinh stretch over the zscale range) with every component's FWHM ellipse.
+    """The image on its sky grid, or its pixel grid when it has no celestial WCS (asinh stretch over the zscale range),
+    with every component's FWHM ellipse.
     Images larger than MAX_PLOT_PIXELS on a side are shown decimated, with the WCS decimated to match."""
     import matplotlib
 
@@ -385,13 +386,12 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
-    from appliance.fitsimage import celestial_wcs
+    from appliance.fitsimage import image_wcs, plane_bands
 
-    with fits.open(image, memmap=True) as hdul:
-        data = hdul[0].data
-        wcs = celestial_wcs(hdul[0].header)
-        step = max(1, math.ceil(max(data.shape) / MAX_PLOT_PIXELS))
-        shown = np.array(data[::step, ::step], dtype=np.float32)
+    with fits.open(image, memmap=False) as hdul:
+        wcs = image_wcs(hdul[0].header)
+        step = max(1, math.ceil(max(hdul[0].shape) / MAX_PLOT_PIXELS))
+        shown = np.concatenate([band[::step, ::step] for band in plane_bands(hdul[0], step)])
     wcs = wcs[::step, ::step] if step > 1 else wcs
     finite = shown[np.isfinite(shown)]
     norm = ImageNormalize(finite if finite.size else np.zeros(1), interval=ZScaleInterval(), stretch=AsinhStretch())
@@ -415,8 +415,8 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
                 linewidths=0.8,
             )
         )
-    axes.set_xlabel("RA")
-    axes.set_ylabel("Dec")
+    axes.set_xlabel("RA" if wcs.has_celestial else "x (pixel, 0-based)")
+    axes.set_ylabel("Dec" if wcs.has_celestial else "y (pixel, 0-based)")
     axes.set_title(f"{title}: {len(components)} components" if len(components) else title)
     figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)
     figure.savefig(out, pil_kwargs={"compress_level": 3})  # fixed margins: bbox_inches="tight" draws twice

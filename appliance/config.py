@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import platformdirs
+import psutil
 
 from appliance.errors import ConfigError
 
@@ -30,6 +31,8 @@ class Settings:
     user: str
     upload_max_bytes: int
     disk_reserve_bytes: int
+    decompressed_max_bytes: int
+    header_max_cards: int
     runner: str
     caesar_findsource: str
     job_cores: int
@@ -81,6 +84,11 @@ class Settings:
         return self.home / "tmp"
 
     @property
+    def cache_dir(self) -> Path:
+        """What is made once per file or job and kept for the browser: viewer copies, quicklooks, plots."""
+        return self.home / "cache"
+
+    @property
     def token_path(self) -> Path:
         return self.home / "api-token"
 
@@ -92,6 +100,11 @@ class Settings:
     def cores(self) -> int:
         """Cores jobs may use at once."""
         return self.job_cores or os.cpu_count() or 1
+
+    @property
+    def decompressed_limit(self) -> int:
+        """Largest size a gzipped upload may decompress to, in bytes."""
+        return self.decompressed_max_bytes or psutil.virtual_memory().total // 4
 
     @property
     def workers(self) -> int:
@@ -221,10 +234,16 @@ def _build(values: dict[str, Any]) -> Settings:
     )
     if not 0 <= settings.port <= 65535:
         raise ConfigError(f"port must be between 0 and 65535, got {settings.port}")
-    for name in ("upload_max_bytes", "log_max_bytes", "job_walltime_seconds"):
+    for name in ("upload_max_bytes", "header_max_cards", "log_max_bytes", "job_walltime_seconds"):
         if getattr(settings, name) <= 0:
             raise ConfigError(f"{name} must be positive, got {getattr(settings, name)}")
-    for name in ("job_cores", "queue_workers", "job_cancel_grace_seconds", "inbox_settle_seconds"):
+    for name in (
+        "decompressed_max_bytes",
+        "job_cores",
+        "queue_workers",
+        "job_cancel_grace_seconds",
+        "inbox_settle_seconds",
+    ):
         if getattr(settings, name) < 0:
             raise ConfigError(f"{name} must not be negative, got {getattr(settings, name)}")
     if settings.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:

@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
 import re
+import shutil
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from astropy import units as u
 from astropy.io import fits
+from astropy.nddata import block_reduce
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from appliance.errors import InvalidContent, UnsupportedType
+from appliance.errors import InvalidContent, TooLarge, UnsupportedType
 
 FITS_MAGIC = b"SIMPLE  ="
 GZIP_MAGIC = b"\x1f\x8b"
+FITS_BLOCK = 2880  # a FITS file is a sequence of 2880-byte blocks; a header fills its blocks with 80-byte cards
+CARD = 80
 
 # AIPS and CASA write the restoring beam into HISTORY when BMAJ/BMIN are missing from the header.
 _AIPS_BEAM = re.compile(r"BMAJ\s*=\s*([-+.\dEe]+)\s+BMIN\s*=\s*([-+.\dEe]+)\s+BPA\s*=\s*([-+.\dEe]+)")
@@ -66,22 +74,46 @@ def celestial_wcs(header: fits.Header) -> WCS:
         return WCS(header).celestial
 
 
+def image_wcs(header: fits.Header) -> WCS:
+    """The grid a copy or a picture of the image is drawn on: its celestial WCS, or, when it has no usable one, its
+    pixel axes as a linear WCS counting 0-based pixels (as the catalogs' x and y do)."""
+    try:
+        wcs = celestial_wcs(header)
+        if wcs.naxis == 2 and wcs.has_celestial:
+            return wcs
+    except Exception:  # astropy.wcs raises many types for malformed keywords; all mean "no usable WCS"
+        pass
+    pixels = WCS(naxis=2)
+    pixels.wcs.ctype = ["X", "Y"]
+    pixels.wcs.crpix = [1.0, 1.0]
+    pixels.wcs.crval = [0.0, 0.0]
+    pixels.wcs.name = "image pixels, 0-based"
+    return pixels
+
+
 def sniff(head: bytes) -> None:
     """Reject content that is neither FITS nor gzip from its first bytes, before the rest is stored."""
     if not (head.startswith(FITS_MAGIC) or head.startswith(GZIP_MAGIC)):
         raise UnsupportedType("not_fits", "the file is not FITS: it does not start with the card 'SIMPLE  ='")
 
 
-def inspect_fits(path: Path) -> FitsSummary:
+def inspect_fits(
+    path: Path, *, header_max_cards: int | None = None, decompressed_max_bytes: int | None = None
+) -> FitsSummary:
     """Open ``path`` with astropy and summarise its first 2-D image HDU (degenerate axes allowed).
 
     Raises UnsupportedType when the content is not FITS, InvalidContent when it is truncated, corrupt or holds no
-    2-D image. Reads headers only (data stays memory-mapped), so it is cheap for files of any size."""
+    2-D image, TooLarge when its headers hold more than ``header_max_cards`` cards or, gzipped, it decompresses to
+    more than ``decompressed_max_bytes`` (both found before astropy reads it). Reads headers only (data stays
+    memory-mapped), so it is cheap for files of any size."""
     with path.open("rb") as f:
         head = f.read(len(FITS_MAGIC))
     sniff(head)
     if head.startswith(GZIP_MAGIC):
-        _check_gzip_stream(path)
+        _check_gzip_stream(path, header_max_cards, decompressed_max_bytes)
+    else:
+        with path.open("rb") as stream:
+            _walk_hdus(stream, header_max_cards, None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -98,16 +130,77 @@ def inspect_fits(path: Path) -> FitsSummary:
             raise InvalidContent("corrupt_fits", f"the FITS file is corrupt: {exc}") from None
 
 
-def _check_gzip_stream(path: Path) -> None:
+def _check_gzip_stream(path: Path, header_max_cards: int | None, decompressed_max_bytes: int | None) -> None:
+    """Read the whole stream, which checks it, walking its HDUs on the way; bytes after the last HDU count too."""
     try:
         with gzip.open(path, "rb") as stream:
             first = stream.read(len(FITS_MAGIC))
             if not first.startswith(FITS_MAGIC):
                 raise UnsupportedType("not_fits", "the gzip file does not hold FITS: no 'SIMPLE  =' card at its start")
+            stream.seek(0)
+            _walk_hdus(stream, header_max_cards, decompressed_max_bytes)
             while stream.read(1 << 22):
-                pass
+                _check_decompressed(stream.tell(), decompressed_max_bytes)
     except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as exc:
         raise InvalidContent("corrupt_gzip", f"the gzip stream is truncated or corrupt: {exc}") from None
+
+
+def _walk_hdus(stream: BinaryIO, header_max_cards: int | None, decompressed_max_bytes: int | None) -> None:
+    """Count header cards HDU by HDU in the raw bytes, up to each END card, skipping the data, and refuse more than
+    ``header_max_cards``: astropy would spend seconds of CPU parsing a header of 100 000 cards. Only headers within
+    the limit are parsed, for their data size, which is refused before it is read when the stream would go past
+    ``decompressed_max_bytes``. Stops at what it does not expect (a short block, bytes after the last HDU, a header
+    it cannot read), which astropy then reports."""
+    cards = 0
+    while len(block := stream.read(FITS_BLOCK)) == FITS_BLOCK and block.startswith((FITS_MAGIC, b"XTENSION=")):
+        header = bytearray()
+        while True:
+            header += block
+            end = next((i for i in range(0, FITS_BLOCK, CARD) if block[i : i + 8] == b"END     "), None)
+            cards += FITS_BLOCK // CARD if end is None else end // CARD + 1
+            if header_max_cards is not None and cards > header_max_cards:
+                raise TooLarge(
+                    "header_too_large",
+                    f"the FITS headers hold more than {header_max_cards} cards, the limit set by header_max_cards",
+                )
+            if end is not None:
+                break
+            if len(block := stream.read(FITS_BLOCK)) < FITS_BLOCK:
+                return
+        try:
+            size = _data_size(fits.Header.fromstring(bytes(header)))
+        except (KeyError, ValueError, TypeError, fits.VerifyError):
+            return
+        if size < 0:  # negative axis lengths: seeking back would read the same header again
+            return
+        end = stream.tell() + size
+        _check_decompressed(end, decompressed_max_bytes)
+        if stream.seek(size, os.SEEK_CUR) < end:  # only a gzip stream stops at its end; astropy checks plain files
+            raise InvalidContent(
+                "truncated_fits", f"the FITS file is truncated: it ends at byte {stream.tell()}, its headers say {end}"
+            )
+
+
+def _check_decompressed(size: int, limit: int | None) -> None:
+    if limit is not None and size > limit:
+        raise TooLarge(
+            "too_large",
+            f"the gzip file decompresses to {size} bytes or more ({size / 2**30:.2f} GiB), over the limit of {limit} "
+            f"bytes ({limit / 2**30:.2f} GiB) set by decompressed_max_bytes",
+        )
+
+
+def _data_size(header: fits.Header) -> int:
+    """Bytes of an HDU's data, padded to whole blocks (FITS 4.0, 4.4.1): |BITPIX|/8 × GCOUNT × (PCOUNT + NAXIS1 × ...
+    × NAXISn), where random groups (GROUPS = T) leave out their NAXIS1 of 0."""
+    naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
+    if header.get("GROUPS") is True and naxes[:1] == [0]:
+        naxes = naxes[1:]
+    if not naxes:
+        return 0
+    size = abs(int(header["BITPIX"])) // 8 * int(header.get("GCOUNT", 1))
+    size *= int(header.get("PCOUNT", 0)) + math.prod(naxes)
+    return (size + FITS_BLOCK - 1) // FITS_BLOCK * FITS_BLOCK
 
 
 def _raise_on_truncation(caught: list[warnings.WarningMessage]) -> None:
@@ -250,35 +343,101 @@ def prepare_image(
     beam_fallback: tuple[float, float, float] | None = None,
     *,
     with_beam: bool = True,
+    block: int = 1,
 ) -> list[str]:
-    """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its celestial WCS, the
+    """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its ``image_wcs``, the
     beam in the header (unless ``with_beam`` is false: a picture needs none), and non-finite pixels as NaN blanks.
-    Returns what was assumed or changed, for the job log."""
+    With ``block`` > 1 (the viewer's copy of a large image) each block × block pixels are averaged, blanks left out,
+    and a partial block at the end of a row or column is dropped; astropy's strided WCS slice puts each new pixel at
+    the centre of its block.
+
+    Rows are read and written ROW_BLOCK_BYTES at a time, so memory stays bounded whatever the image's size; a
+    gzipped source is first unpacked to a hidden file beside ``dest``, removed afterwards (astropy reads each
+    section of a gzip stream by decompressing it from the start). Returns what was assumed or changed, for the job
+    log."""
     notes: list[str] = []
-    with fits.open(source, memmap=True) as hdul:
-        hdu = hdul[hdu_index]
-        header = hdu.header
-        plane = np.asarray(hdu.data, dtype=np.float32)
-        if plane.ndim > 2:
-            plane = plane.reshape(plane.shape[-2:])
-            notes.append(f"degenerate axes dropped: {hdu.data.ndim}-D data of shape {hdu.data.shape} read as 2-D")
-        wcs = celestial_wcs(header)
-        out = wcs.to_header()
-        written = str(out.get("CTYPE1", ""))[5:].strip("-")
-        original = str(header.get("CTYPE1", ""))[5:].strip("-")
-        if written != original:
-            notes.append(f"projection {original} written as the equivalent {written} with PV terms")
-        for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
-            if key in header:
-                out[key] = header[key]
-        if with_beam:
-            notes += _write_beam(header, out, beam_override, beam_fallback)
-    blanks = int(np.count_nonzero(~np.isfinite(plane)))
+    scratch = dest.with_name(f".{dest.name.lstrip('.')}.unpacked")
+    try:
+        with _unpacked(source, scratch) as plain, fits.open(plain, memmap=False) as hdul:
+            hdu = hdul[hdu_index]
+            if len(hdu.shape) > 2:
+                notes.append(f"degenerate axes dropped: {len(hdu.shape)}-D data of shape {hdu.shape} read as 2-D")
+            out = _plane_header(hdu.header, block, notes)
+            if with_beam:
+                notes += _write_beam(hdu.header, out, beam_override, beam_fallback)
+            blanks = _write_plane(hdu, out, dest, block)
+            pixels = math.prod(hdu.shape)
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise
     if blanks:
-        plane[~np.isfinite(plane)] = np.nan
-        notes.append(f"{blanks} blank (NaN or infinite) pixels are masked ({blanks / plane.size:.1%} of the image)")
-    fits.PrimaryHDU(plane, header=out).writeto(dest, overwrite=True)
+        notes.append(f"{blanks} blank (NaN or infinite) pixels are masked ({blanks / pixels:.1%} of the image)")
     return notes
+
+
+ROW_BLOCK_BYTES = 8 << 20  # float32 rows read and written at a time; a few copies of them are all a product holds
+
+
+@contextmanager
+def _unpacked(source: Path, scratch: Path) -> Iterator[Path]:
+    """``source`` as a plain FITS file: a gzipped one is decompressed to ``scratch``, which is removed afterwards."""
+    with source.open("rb") as f:
+        gzipped = f.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+    if not gzipped:
+        yield source
+        return
+    try:
+        with gzip.open(source, "rb") as packed, scratch.open("wb") as out:
+            shutil.copyfileobj(packed, out, ROW_BLOCK_BYTES)
+        yield scratch
+    finally:
+        scratch.unlink(missing_ok=True)
+
+
+def _plane_header(header: fits.Header, block: int, notes: list[str]) -> fits.Header:
+    wcs = image_wcs(header)
+    out = wcs[::block, ::block].to_header() if block > 1 else wcs.to_header()
+    written = str(out.get("CTYPE1", ""))[5:].strip("-")
+    original = str(header.get("CTYPE1", ""))[5:].strip("-")
+    if wcs.has_celestial and written != original:
+        notes.append(f"projection {original} written as the equivalent {written} with PV terms")
+    for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
+        if key in header:
+            out[key] = header[key]
+    if block > 1:
+        out["HISTORY"] = f"averaged over {block}x{block} blocks for display"
+    return out
+
+
+def _write_plane(hdu: Any, header: fits.Header, dest: Path, block: int) -> int:
+    """Stream the plane into ``dest`` with ``header``, a band of rows at a time; returns the blanks met."""
+    ny, nx = hdu.shape[-2:]
+    full = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", nx // block),
+                        ("NAXIS2", ny // block)])  # fmt: skip
+    full.extend(header)
+    dest.unlink(missing_ok=True)  # StreamingHDU would append an extension to an existing file
+    blanks = 0
+    with fits.StreamingHDU(dest, full) as stream:
+        for band in plane_bands(hdu, block):
+            bad = ~np.isfinite(band)
+            blanks += int(np.count_nonzero(bad))
+            band[bad] = np.nan
+            if block > 1:
+                band = block_reduce(band, block, func=np.nanmean).astype(np.float32)  # a partial block is dropped
+            if band.size:
+                stream.write(band)
+    return blanks
+
+
+def plane_bands(hdu: Any, multiple: int = 1) -> Iterator[np.ndarray]:
+    """The 2-D plane of an image HDU (degenerate axes dropped) as float32, in bands of about ROW_BLOCK_BYTES, each
+    of a multiple of ``multiple`` rows but the last. Read through astropy's sections, one band in memory at a time;
+    open the file with memmap=False, else the pages read stay mapped into the process."""
+    ny, nx = hdu.shape[-2:]
+    rows = max(1, ROW_BLOCK_BYTES // (4 * nx * multiple)) * multiple
+    lead = (0,) * (len(hdu.shape) - 2)
+    for start in range(0, ny, rows):
+        yield np.asarray(hdu.section[(*lead, slice(start, start + rows))], dtype=np.float32)
 
 
 def _write_beam(

@@ -269,7 +269,7 @@ class JobService:
     def flux_plot(self, user: str, job_id: str, name: str) -> Path:
         """The flux histogram or the source counts of a successful job, drawn once and cached."""
         job, catalog = self.product(user, job_id, "catalog_components.fits")
-        cache = self.settings.home / "cache" / "plots" / job.id
+        cache = self.settings.cache_dir / "plots" / job.id
         path = cache / name
         with _PLOTTING:
             if not path.exists():
@@ -333,7 +333,7 @@ class JobService:
                 trash.rename(folder)
             raise
         shutil.rmtree(trash, ignore_errors=True)
-        shutil.rmtree(self.settings.home / "cache" / "plots" / job.id, ignore_errors=True)
+        shutil.rmtree(self.settings.cache_dir / "plots" / job.id, ignore_errors=True)
         log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
 
     # -- execution (queue worker threads) ---------------------------------------------------------------------

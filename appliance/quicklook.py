@@ -4,52 +4,45 @@ browser), and a quicklook picture. Both are made once per file and cached under 
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
-import numpy as np
-from astropy.io import fits
-from astropy.nddata import block_reduce
-
 from appliance.catalogs import normalized_table, overlay_plot
-from appliance.fitsimage import celestial_wcs, prepare_image
+from appliance.fitsimage import prepare_image
 from appliance.models import StoredFile
 
 VIEW_MAX_SIDE = 4096  # a 4096² float32 image is 64 MB in the browser; 8192² loads but takes a few seconds more
 
+# One product made at a time: two requests for one file would write the same temp files, and making one of a large
+# gzipped image unpacks it on disk first.
+_MAKING = threading.RLock()
+
 
 def view_fits(record: StoredFile, source: Path, cache: Path) -> Path:
-    """The image as the sky viewer loads it: 2-D, float32, celestial WCS; averaged over f×f blocks when a side is
-    longer than VIEW_MAX_SIDE, with the WCS adjusted to the block centres."""
+    """The image as the sky viewer loads it: 2-D, float32, its ``image_wcs`` (celestial, else 0-based pixels);
+    averaged over f×f blocks when a side is longer than VIEW_MAX_SIDE."""
     path = cache / "view" / f"{record.uuid}.fits"
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.part")
-    prepare_image(source, record.summary["hdu"], partial, with_beam=False)
-    factor = math.ceil(max(record.summary["shape"]) / VIEW_MAX_SIDE)
-    if factor > 1:
-        with fits.open(partial) as hdul:
-            header = hdul[0].header
-            data = block_reduce(hdul[0].data, factor, func=np.nanmean).astype(np.float32)
-            wcs = celestial_wcs(header)[::factor, ::factor]
-            wcs.wcs.crpix = np.asarray(wcs.wcs.crpix) - (factor - 1) / (2 * factor)  # to block centres
-            out = wcs.to_header()
-            for key in ("BUNIT", "OBJECT", "TELESCOP", "BMAJ", "BMIN", "BPA"):
-                if key in header:
-                    out[key] = header[key]
-            out["HISTORY"] = f"averaged over {factor}x{factor} blocks for display"
-        fits.PrimaryHDU(data, header=out).writeto(partial, overwrite=True)
-    partial.replace(path)
+    if not path.exists():
+        with _MAKING:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.part")
+                block = math.ceil(max(record.summary["shape"]) / VIEW_MAX_SIDE)
+                prepare_image(source, record.summary["hdu"], partial, with_beam=False, block=block)
+                partial.replace(path)
     return path
 
 
 def quicklook_png(record: StoredFile, source: Path, cache: Path) -> Path:
-    """The image on its sky grid, asinh stretch over the zscale range."""
+    """The image on its sky grid (or its pixel grid when it has no celestial WCS), asinh stretch over the zscale
+    range."""
     path = cache / "quicklook" / f"{record.uuid}.png"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.part.png")
-        overlay_plot(view_fits(record, source, cache), normalized_table("components", "", {}), partial,
-                     record.filename_orig)  # fmt: skip
-        partial.replace(path)
+        with _MAKING:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_name(f".{path.name}.part.png")
+                overlay_plot(view_fits(record, source, cache), normalized_table("components", "", {}), partial,
+                             record.filename_orig)  # fmt: skip
+                partial.replace(path)
     return path

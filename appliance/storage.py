@@ -151,7 +151,12 @@ class Upload:
             self._fd = None
             if self.size == 0:
                 raise InvalidRequest("empty_file", f"{self.filename!r} is empty")
-            summary = inspect_fits(self.temp_path)
+            settings = self.store.settings
+            summary = inspect_fits(
+                self.temp_path,
+                header_max_cards=settings.header_max_cards,
+                decompressed_max_bytes=settings.decompressed_limit,
+            )
             return self.store._register(self, tag, summary.to_dict())
         finally:
             self.abort()
@@ -335,22 +340,31 @@ class FileStore:
             path = self.path(record)
             session.delete(record)
         path.unlink(missing_ok=True)
-        for cached in (self.settings.home / "cache").glob(f"*/{file_uuid}.*"):
-            cached.unlink(missing_ok=True)  # the viewer's copy and the quicklook
+        cache = self.settings.cache_dir
+        for cached in [*cache.glob(f"*/{file_uuid}.*"), *cache.glob(f"*/.{file_uuid}.*")]:
+            cached.unlink(missing_ok=True)  # the viewer's copy and the quicklook, made or being made
         log.info("file deleted", extra={"action": "delete", "user": user, "file": file_uuid})
 
     def recover(self) -> dict[str, int]:
-        """Remove temp files of interrupted uploads and bytes that never got (or lost) their DB row."""
+        """Remove temp files of interrupted uploads and cache writes (hidden files under cache/), and bytes and cached
+        copies of files that never got (or lost) their DB row."""
         removed = {"temp_files": 0, "unregistered_files": 0}
-        for temp in self.uploads_tmp.glob("*"):
+        cache = self.settings.cache_dir
+        for temp in [*self.uploads_tmp.glob("*"), *(p for p in cache.rglob(".*") if p.is_file())]:
             temp.unlink(missing_ok=True)
             removed["temp_files"] += 1
         with self.db.session() as session:
-            registered = set(session.scalars(select(StoredFile.relpath)).all())
+            rows = session.execute(select(StoredFile.uuid, StoredFile.relpath)).all()
+        uuids, registered = {uuid for uuid, _ in rows}, {relpath for _, relpath in rows}
         for path in self.settings.data_dir.glob("*/*"):
             relpath = f"{path.parent.name}/{path.name}"
             stem = path.name.split(".", 1)[0]
             if path.is_file() and _UUID.match(stem) and relpath not in registered:
+                path.unlink()
+                removed["unregistered_files"] += 1
+        for path in cache.glob("*/*"):  # view/<uuid>.fits, quicklook/<uuid>.png (plots/ holds a folder per job)
+            stem = path.name.split(".", 1)[0]
+            if path.is_file() and _UUID.match(stem) and stem not in uuids:
                 path.unlink()
                 removed["unregistered_files"] += 1
         if any(removed.values()):

@@ -6,6 +6,7 @@ import dataclasses
 import tomllib
 from pathlib import Path
 
+import psutil
 import pytest
 
 from appliance.config import DEFAULTS_FILE, Settings, load_settings
@@ -32,6 +33,8 @@ def test_defaults_bind_loopback_and_use_the_platform_data_dir(monkeypatch, tmp_p
     assert settings.port == 8765
     assert settings.home == tmp_path / "xdg-data" / "caesar-appliance"
     assert settings.upload_max_bytes == 20 * 2**30
+    assert settings.decompressed_limit == psutil.virtual_memory().total // 4
+    assert settings.replace(decompressed_max_bytes=2**30).decompressed_limit == 2**30
 
 
 def test_precedence_cli_over_env_over_user_file_over_defaults(tmp_path):
@@ -61,6 +64,8 @@ def test_config_file_from_environment_and_lists_from_comma_separated_env(tmp_pat
         ("prot = 1\n", "unknown setting 'prot'"),
         ('port = "eighty"\n', "'port' must be an integer"),
         ("port = 70000\n", "port must be between 0 and 65535"),
+        ("decompressed_max_bytes = -1\n", "decompressed_max_bytes must not be negative"),
+        ("header_max_cards = 0\n", "header_max_cards must be positive"),
         ('log_level = "LOUD"\n', "log_level must be"),
         ("port = [\n", "cannot read"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import io
 import json
 import socket
 import subprocess
@@ -14,7 +15,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+from astropy.io import fits
 from sqlalchemy import func, select
 
 from appliance.models import Job, StoredFile
@@ -404,6 +407,77 @@ def test_a_full_disk_is_refused_with_507_and_nothing_is_lost(small_disk, image):
         again = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid})
         assert again.status_code == 202
         client.post(f"{API}/job/{again.json()['job_id']}/cancel")
+
+
+def _zeros_gz(shape: tuple[int, int], after: int = 0) -> bytes:
+    """A gzipped float32 image of zeros, and ``after`` zero bytes after its last HDU."""
+    plain = io.BytesIO()
+    fits.PrimaryHDU(np.zeros(shape, dtype=np.float32)).writeto(plain)
+    return gzip.compress(plain.getvalue() + bytes(after), 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "size"),
+    [
+        (lambda: _zeros_gz((4096, 4096)), "to 67112640 bytes"),  # header and data, known from the header; 65 KB gzip
+        (lambda: _zeros_gz((64, 64), after=32 << 20), "bytes"),  # found while the stream is read
+    ],
+    ids=["image", "bytes_after_the_image"],
+)
+def test_gzip_decompressing_beyond_the_limit_is_refused_and_leaves_nothing(tmp_path, make, size):
+    content = make()
+    limited = make_settings(tmp_path / "limited", decompressed_max_bytes=16 << 20)
+    with api_client(limited) as client:
+        for reply in (
+            client.post(f"{API}/upload", files={"file": ("zeros.fits.gz", content)}),
+            client.put(f"{API}/upload/zeros.fits.gz", content=content),
+        ):
+            assert reply.status_code == 413, reply.text
+            assert reply.json()["error"] == "too_large"
+            message = reply.json()["status"]
+            assert f"{size} or more" in message and "over the limit of 16777216 bytes" in message
+            assert "decompressed_max_bytes" in message
+            assert stored_everything(client) == ([], [], 0)
+
+
+def _raw_fits(*headers: list[bytes]) -> bytes:
+    """HDUs of 16x16 float32 zeros with these cards after the mandatory ones, written card by card (astropy takes
+    seconds to build a header of 100 000 cards)."""
+    hdus = []
+    for index, cards in enumerate(headers):
+        first = [b"SIMPLE  =                    T"] if index == 0 else [b"XTENSION= 'IMAGE   '"]
+        axes = [b"BITPIX  =                  -32", b"NAXIS   =                    2", b"NAXIS1  =                   16",
+                b"NAXIS2  =                   16"]  # fmt: skip
+        extension = [b"PCOUNT  =                    0", b"GCOUNT  =                    1"] if index else []
+        header = b"".join(card.ljust(80) for card in [*first, *axes, *extension, *cards, b"END"])
+        hdus.append(header.ljust(-(-len(header) // 2880) * 2880) + bytes(2880))
+    return b"".join(hdus)
+
+
+HUGE_HISTORY = [b"HISTORY step %d" % i for i in range(131_000)]  # a 10 MB header
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("history.fits", lambda: _raw_fits(HUGE_HISTORY)),
+        ("history.fits.gz", lambda: gzip.compress(_raw_fits(HUGE_HISTORY), 1)),
+        ("history.fits", lambda: _raw_fits([], HUGE_HISTORY)),
+    ],
+    ids=["plain", "gzip", "in_an_extension"],
+)
+def test_huge_headers_are_refused_before_they_are_parsed(client, name, make):
+    content = make()
+    for reply in (
+        client.post(f"{API}/upload", files={"file": (name, content)}),
+        client.put(f"{API}/upload/{name}", content=content),
+    ):
+        assert reply.status_code == 413, reply.text
+        assert reply.json() == {
+            "status": "the FITS headers hold more than 10000 cards, the limit set by header_max_cards",
+            "error": "header_too_large",
+        }
+        assert stored_everything(client) == ([], [], 0)
 
 
 def test_unknown_and_malformed_ids_are_404(client):

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from appliance.errors import InvalidContent, UnsupportedType
-from appliance.fitsimage import inspect_fits
+from appliance import fitsimage
+from appliance.errors import InvalidContent, TooLarge, UnsupportedType
+from appliance.fitsimage import inspect_fits, prepare_image
 from tests.conftest import write_image
 
 
@@ -89,6 +90,12 @@ def test_gzipped_image_is_read(tmp_path, image):
             "gzip stream",
         ),
         (lambda p, img: p.write_bytes(gzip.compress(b"hello world")), UnsupportedType, "not_fits", "does not hold"),
+        (
+            lambda p, img: p.write_bytes(gzip.compress(img.read_bytes()[:-4000])),  # a whole gzip of a cut file
+            InvalidContent,
+            "truncated_fits",
+            "truncated",
+        ),
     ],
 )
 def test_unusable_files_are_refused_with_a_reason(tmp_path, image, make, error, code, words):
@@ -123,3 +130,59 @@ def test_real_atca_images(shared_data):
         assert summary.beam.bmaj_arcsec == pytest.approx(6.5, rel=1e-6) and summary.beam.bpa_deg is None
         assert summary.frequency_hz == pytest.approx(1.4475e9, rel=1e-3)
         assert summary.telescope == "ATCA"
+
+
+def test_header_cards_are_counted_in_the_raw_bytes_before_astropy_parses_them(tmp_path, monkeypatch):
+    path = write_image(tmp_path / "history.fits")
+    with fits.open(path, mode="update") as hdul:
+        for step in range(300):
+            hdul[0].header.add_history(f"AIPS step {step}")
+    cards = len(fits.getheader(path)) + 1  # and the END card
+    packed = tmp_path / "history.fits.gz"
+    packed.write_bytes(gzip.compress(path.read_bytes()))
+    for image in (path, packed):
+        assert inspect_fits(image, header_max_cards=cards).shape == [64, 64]
+        with monkeypatch.context() as patched:
+            for name in ("open", "getheader"):
+                patched.setattr(fits, name, lambda *a, **k: pytest.fail("astropy opened a file over the limit"))
+            patched.setattr(fits.Header, "fromstring", lambda *a, **k: pytest.fail("astropy parsed the header"))
+            with pytest.raises(TooLarge) as caught:
+                inspect_fits(image, header_max_cards=cards - 1)
+        assert caught.value.code == "header_too_large" and "header_max_cards" in caught.value.message
+
+
+def test_a_gzip_bomb_is_refused_from_its_header_before_its_data_is_read(tmp_path):
+    header = fits.PrimaryHDU(np.zeros((1, 1), dtype=np.float32)).header
+    header.update(NAXIS1=22360, NAXIS2=22360)  # 2 GB of float32; the data itself is left out
+    bomb = tmp_path / "bomb.fits.gz"
+    bomb.write_bytes(gzip.compress(header.tostring().encode()))
+    with pytest.raises(InvalidContent, match="truncated"):
+        inspect_fits(bomb)
+    with pytest.raises(TooLarge) as caught:
+        inspect_fits(bomb, decompressed_max_bytes=2**30)
+    assert caught.value.code == "too_large"
+    assert "decompresses to 1999883520 bytes or more" in caught.value.message
+    assert "decompressed_max_bytes" in caught.value.message
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "gzip"])
+def test_finder_input_is_written_a_band_of_rows_at_a_time_as_astropy_reads_the_whole_image(tmp_path, monkeypatch,
+                                                                                           packed):  # fmt: skip
+    counts = np.random.default_rng(5).integers(-2000, 2000, (1, 1, 90, 70), dtype=np.int16)
+    counts[0, 0, 10, 10:20] = -32768  # BLANK
+    hdu = fits.PrimaryHDU(counts, header=fits.Header({"BSCALE": 1e-5, "BZERO": 0.01, "BLANK": -32768}))
+    hdu.header.update(BMAJ=2e-3, BMIN=2e-3, BPA=0.0)
+    path = tmp_path / "scaled.fits"
+    hdu.writeto(path)
+    if packed:
+        path = tmp_path / "scaled.fits.gz"
+        path.write_bytes(gzip.compress((tmp_path / "scaled.fits").read_bytes()))
+    expected = fits.getdata(tmp_path / "scaled.fits").astype(np.float32)[0, 0]
+    monkeypatch.setattr(fitsimage, "ROW_BLOCK_BYTES", 7 * 70 * 4)  # bands of 7 rows, the last of 6
+    notes = prepare_image(path, 0, tmp_path / "input.fits")
+    written = fits.getdata(tmp_path / "input.fits")
+    np.testing.assert_array_equal(written, expected)
+    assert np.isnan(written[10, 10:20]).all() and fits.getheader(tmp_path / "input.fits")["BITPIX"] == -32
+    assert "10 blank (NaN or infinite) pixels are masked (0.2% of the image)" in notes
+    assert any("degenerate axes dropped: 4-D data of shape (1, 1, 90, 70)" in n for n in notes)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # the unpacked copy is gone

@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from appliance.core import Appliance
 from appliance.errors import InvalidRequest, UnsupportedType
+from appliance.quicklook import quicklook_png
 from tests.conftest import make_settings
 
 
@@ -67,6 +68,51 @@ def test_recover_removes_temp_files_and_unregistered_bytes_only(settings, image)
         assert [r.uuid for r in second.files.list("anonymous")[0]] == [kept.uuid]
     finally:
         second.stop()
+
+
+def test_cached_copies_being_made_at_a_crash_and_copies_of_gone_files_are_removed_at_start(settings, image):
+    first = Appliance(settings)
+    first.start()
+    kept = first.files.add("anonymous", image)
+    quicklook_png(kept, first.files.path(kept), settings.cache_dir)  # and the viewer's copy
+    first.stop()
+
+    cache = settings.cache_dir
+    gone = uuidlib.uuid4().hex  # deleted, then the process died before its cached copies were removed
+    leftovers = [
+        cache / "view" / f".{kept.uuid}.fits.part",  # a viewer's copy being written
+        cache / "quicklook" / f".{kept.uuid}.png.part.png",
+        cache / "plots" / uuidlib.uuid4().hex / ".flux-histogram.part.png",
+        cache / "view" / f"{gone}.fits",
+        cache / "quicklook" / f"{gone}.png",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"SIMPLE  = half a copy")
+    plot = cache / "plots" / uuidlib.uuid4().hex / "flux-histogram.png"
+    plot.parent.mkdir(parents=True)
+    plot.write_bytes(b"a finished plot")
+
+    second = Appliance(settings)
+    second.start()
+    try:
+        assert not [p for p in leftovers if p.exists()]
+        kept_copies = {f"{kept.uuid}.fits", f"{kept.uuid}.png", "flux-histogram.png"}
+        assert {p.name for p in cache.rglob("*") if p.is_file()} == kept_copies
+    finally:
+        second.stop()
+
+
+def test_deleting_a_file_removes_its_cached_copies_made_or_being_made(appliance, image):
+    record = appliance.files.add("anonymous", image)
+    other = appliance.files.add("anonymous", image)
+    cache = appliance.settings.cache_dir
+    for made in (record, other):
+        quicklook_png(made, appliance.files.path(made), cache)
+    (cache / "view" / f".{record.uuid}.fits.part").write_bytes(b"SIMPLE  = being written")
+    (cache / "quicklook" / f".{record.uuid}.png.part.png").write_bytes(b"being drawn")
+    appliance.files.delete("anonymous", record.uuid)
+    assert {p.name for p in cache.rglob("*") if p.is_file()} == {f"{other.uuid}.fits", f"{other.uuid}.png"}
 
 
 def test_users_and_names_are_checked(appliance):

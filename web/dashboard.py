@@ -327,7 +327,7 @@ class DashboardController(Controller):
     def quicklook(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                   file_uuid: FromPath[str]) -> File:  # fmt: skip
         record, source = appliance.files.open_path(user, file_uuid)
-        return File(quicklook_png(record, source, appliance.settings.home / "cache"), media_type="image/png",
+        return File(quicklook_png(record, source, appliance.settings.cache_dir), media_type="image/png",
                     content_disposition_type="inline")  # fmt: skip
 
     @get("/files/{file_uuid:str}/view.fits", sync_to_thread=True)
@@ -335,7 +335,7 @@ class DashboardController(Controller):
              file_uuid: FromPath[str]) -> File:  # fmt: skip
         """The validated image as the sky viewer reads it (2-D; block-averaged when larger than 4096 pixels)."""
         record, source = appliance.files.open_path(user, file_uuid)
-        return File(view_fits(record, source, appliance.settings.home / "cache"), media_type="application/fits",
+        return File(view_fits(record, source, appliance.settings.cache_dir), media_type="application/fits",
                     content_disposition_type="inline")  # fmt: skip
 
     @get("/files/{file_uuid:str}/delete", sync_to_thread=True)

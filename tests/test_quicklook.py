@@ -1,0 +1,176 @@
+"""What a browser is shown of an image: the viewer's copy and the quicklook, for sky and pixel-only images."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.nddata import block_reduce
+from astropy.wcs import WCS
+
+from appliance.fitsimage import celestial_wcs
+from appliance.quicklook import view_fits
+from tests.conftest import API, REPO, api_client, make_settings, upload_file, write_image
+
+
+def test_viewer_copy_of_a_large_image_is_block_averaged_with_its_wcs_at_the_block_centres(appliance, tmp_path):
+    path = write_image(tmp_path / "wide.fits", shape=(31, 8195))  # 3x3 blocks; a row and two columns left over
+    record = appliance.files.add("anonymous", path)
+    view = view_fits(record, appliance.files.path(record), appliance.settings.cache_dir)
+    with fits.open(view) as copy, fits.open(path) as original:
+        assert copy[0].data.shape == (10, 2731)
+        np.testing.assert_allclose(copy[0].data, block_reduce(original[0].data, 3, func=np.nanmean), rtol=1e-6)
+        shown, sky = celestial_wcs(copy[0].header), celestial_wcs(original[0].header)
+        for x, y in ((0, 0), (1000, 4), (2730, 9)):
+            centre = sky.pixel_to_world(3 * x + 1, 3 * y + 1)  # the middle pixel of the block
+            assert shown.pixel_to_world(x, y).separation(centre).arcsec < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("shape", "header", "block"),
+    [
+        ((64, 64), {}, 1),  # no WCS keywords at all
+        ((64, 64), {"CTYPE1": "LINEAR", "CTYPE2": "LINEAR", "CDELT1": 2.0, "CDELT2": 2.0}, 1),
+        ((64, 64), {"CTYPE1": "RA---XYZ", "CTYPE2": "DEC--XYZ"}, 1),  # a projection wcslib does not know
+        ((20, 8195), {}, 3),  # large enough to be averaged for the viewer
+    ],
+    ids=["no_wcs", "linear_axes", "unknown_projection", "averaged"],
+)
+def test_image_without_celestial_wcs_is_shown_on_its_pixel_axes(client, tmp_path, shape, header, block):
+    file_uuid = upload_file(client, write_image(tmp_path / "pixels.fits", shape=shape, header=header, wcs=False))
+    assert client.get(f"/files/{file_uuid}").status_code == 200
+    quicklook = client.get(f"/files/{file_uuid}/quicklook.png")
+    assert quicklook.status_code == 200 and quicklook.content.startswith(b"\x89PNG")
+    view = client.get(f"/files/{file_uuid}/view.fits")
+    assert view.status_code == 200
+    with fits.open(io.BytesIO(view.content)) as copy:
+        assert copy[0].header["BITPIX"] == -32 and copy[0].data.shape == (shape[0] // block, shape[1] // block)
+        wcs = WCS(copy[0].header)
+        assert not wcs.has_celestial and copy[0].header["WCSNAME"] == "image pixels, 0-based"
+        # each pixel of the copy says which pixel of the upload it shows (the middle of its block)
+        x, y = wcs.pixel_to_world_values(5, 7)
+        assert (x, y) == pytest.approx((5 * block + (block - 1) / 2, 7 * block + (block - 1) / 2))
+
+
+# Run in a child process, so that its peak memory is the product's alone: the peak above the peak after making the
+# same product of two small images first (imports, first-use allocations, and matplotlib's memory for a picture of
+# its largest size). The peak is the kernel's VmHWM of the process: ru_maxrss would start at the parent's size
+# (Linux carries it over at exec).
+MEASURE = """
+import json, re, sys, uuid
+from pathlib import Path
+from appliance.fitsimage import inspect_fits, prepare_image
+from appliance.models import StoredFile
+from appliance.quicklook import quicklook_png
+
+def make(product, path, cache):
+    summary = inspect_fits(path).to_dict()
+    if product == "finder input":
+        prepare_image(path, summary["hdu"], cache / f"{path.name}.input.fits")
+    else:
+        quicklook_png(StoredFile(uuid=uuid.uuid4().hex, filename_orig=path.name, summary=summary), path, cache)
+
+def peak():
+    return int(re.search(r"VmHWM:\\s*(\\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024
+
+product, image, cache, *small = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), *map(Path, sys.argv[4:])
+cache.mkdir()
+for path in small:
+    make(product, path, cache)
+baseline = peak()
+make(product, image, cache)
+print(json.dumps({"baseline": baseline, "peak": peak()}))
+"""
+
+
+def peak_memory(product: str, image: Path, tmp_path: Path) -> tuple[int, int]:
+    """The baseline and peak resident memory, in bytes, of a process making ``product`` of ``image``."""
+    small = [
+        write_image(tmp_path / "wide.fits", shape=(12, 8200)),  # averaged for the viewer
+        write_image(tmp_path / "square.fits", shape=(800, 800)),  # the largest picture drawn
+    ]
+    cache = tmp_path / "cache"
+    child = subprocess.run(
+        [sys.executable, "-c", MEASURE, product, str(image), str(cache), *map(str, small)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    figures = json.loads(child.stdout.splitlines()[-1])
+    assert not [p.name for p in cache.rglob(".*")], "temp files left behind"
+    return figures["baseline"], figures["peak"]
+
+
+def report(product: str, image: Path, data_bytes: int, baseline: int, peak: int) -> None:
+    print(f"\n{product} of {image.name} ({data_bytes / 1e6:.0f} MB of data): peak {peak / 1e6:.0f} MB, "
+          f"{(peak - baseline) / 1e6:.0f} MB above the {baseline / 1e6:.0f} MB baseline")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def large_images(tmp_path_factory) -> dict[str, Path]:
+    """8000² float32 (256 MB of data), plain and gzipped: zeros with a patch of noise, a bright spot and a blank
+    corner (mostly zeros, so that gzip is quick)."""
+    data = np.zeros((8000, 8000), dtype=np.float32)
+    data[3000:3500, 3000:3500] = np.random.default_rng(3).normal(0.0, 1e-4, (500, 500))
+    data[4000:4010, 6000:6010] = 5e-3
+    data[:200, :200] = np.nan
+    folder = tmp_path_factory.mktemp("large")
+    header = fits.Header({"BUNIT": "JY/BEAM", "BMAJ": 6.5 / 3600, "BMIN": 5.0 / 3600, "BPA": 0.0})
+    fits.PrimaryHDU(data, header=header).writeto(folder / "large.fits")
+    with (folder / "large.fits").open("rb") as plain, gzip.open(folder / "large.fits.gz", "wb", 1) as packed:
+        shutil.copyfileobj(plain, packed, 4 << 20)
+    return {"plain": folder / "large.fits", "gzip": folder / "large.fits.gz"}
+
+
+@pytest.mark.parametrize("product", ["quicklook", "finder input"])
+@pytest.mark.parametrize("packing", ["plain", "gzip"])
+def test_products_of_a_large_image_take_bounded_memory(large_images, tmp_path, product, packing):
+    data_bytes = 8000 * 8000 * 4
+    baseline, peak = peak_memory(product, large_images[packing], tmp_path)
+    report(product, large_images[packing], data_bytes, baseline, peak)
+    assert peak - baseline < data_bytes / 4
+
+
+def write_bomb(path: Path, side: int = 22360) -> Path:
+    """A gzipped float32 image of zeros, side² of them (2 GB for 22360) in about 2 MB, made of gzip members of
+    64 MiB of zeros each (a gzip file may hold several; they decompress one after the other)."""
+    header = fits.PrimaryHDU(np.zeros((1, 1), dtype=np.float32)).header
+    header.update(NAXIS1=side, NAXIS2=side)
+    padded = -(-side * side * 4 // 2880) * 2880
+    member = 64 << 20
+    zeros = gzip.compress(bytes(member), 9)
+    with path.open("wb") as out:
+        out.write(gzip.compress(header.tostring().encode()))
+        for _ in range(padded // member):
+            out.write(zeros)
+        out.write(gzip.compress(bytes(padded % member), 9))
+    return path
+
+
+@pytest.mark.slow
+def test_a_decompression_bomb_is_refused_beyond_the_limit_and_shown_in_bounded_memory_within_it(tmp_path):
+    bomb = write_bomb(tmp_path / "zeros.fits.gz")
+    data_bytes = 22360 * 22360 * 4
+    refused = make_settings(tmp_path / "refused", decompressed_max_bytes=2**30)
+    with api_client(refused) as client:
+        reply = client.put(f"{API}/upload/zeros.fits.gz", content=bomb.read_bytes())
+        assert reply.status_code == 413 and reply.json()["error"] == "too_large"
+        assert "decompressed_max_bytes" in reply.json()["status"]
+    assert not any(p.is_file() for p in refused.data_dir.rglob("*"))
+    assert not any((refused.tmp_dir / "uploads").iterdir())
+    accepted = make_settings(tmp_path / "accepted", decompressed_max_bytes=3 * 2**30)
+    with api_client(accepted) as client:
+        file_uuid = upload_file(client, bomb)
+        stored = client.appliance.files.path(client.appliance.files.get("anonymous", file_uuid))
+    baseline, peak = peak_memory("quicklook", stored, tmp_path)
+    report(f"quicklook ({bomb.stat().st_size / 1e6:.1f} MB gzip)", bomb, data_bytes, baseline, peak)
+    assert peak - baseline < data_bytes / 16
