@@ -44,6 +44,7 @@ from appliance.errors import (
 from appliance.events import ChangeFeed
 from appliance.fitsimage import prepare_image
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job
+from appliance.residual import RESIDUAL, write_residual
 from appliance.storage import FileStore, clean_tag
 from runners import Handle, Runner
 
@@ -462,6 +463,8 @@ class JobService:
             if footprint:
                 self._log(job, footprint)
             write_products(catalog, job_input.workdir, job_input.image, f"{job.app} {job.id[:8]}")
+            if app.fits_gaussians:
+                write_residual(job_input.image, catalog.components, job_input.workdir / RESIDUAL)
         except Exception as exc:  # the finder's files could not be read: the run failed, not the appliance
             log.exception("collecting products failed", extra={"job": job.id})
             self._log(job, f"reading the finder's outputs failed: {exc!r}")

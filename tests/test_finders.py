@@ -71,7 +71,7 @@ def test_synthetic_sky_against_truth(client, sky, app):
 
 
 def test_every_product_is_readable(client, sky):
-    image, _ = sky
+    image, truth = sky
     job_id, _ = run_job(client, image, "aegean", {"ncores": 2}, tag="products")
     votable = parse_single_table(io.BytesIO(client.get(f"{API}/job/{job_id}/catalog").content))
     ucds = {field.name: field.ucd for field in votable.fields}
@@ -106,9 +106,23 @@ def test_every_product_is_readable(client, sky):
 
     tarball = tarfile.open(fileobj=io.BytesIO(client.get(f"{API}/job/{job_id}/output").content))
     names = {m.name.split("/", 1)[1] for m in tarball.getmembers()}
-    assert {"job.log", "job.json", "catalog_components.vot", "aegean_comp.vot", "overlay.png"} <= names
+    assert {
+        "job.log",
+        "job.json",
+        "catalog_components.vot",
+        "aegean_comp.vot",
+        "overlay.png",
+        "catalog_residual.fits",
+    } <= names
     assert "input.fits" not in names and all(m.name.startswith(f"job_{job_id}/") for m in tarball.getmembers())
 
+    # the residual image: the Gaussians are gone, the noise is left
+    residual = fits.getdata(io.BytesIO(client.get(f"{API}/job/{job_id}/files/catalog_residual.fits").content))
+    data = fits.getdata(image)
+    at = (np.rint(truth["y"]).astype(int), np.rint(truth["x"]).astype(int))
+    noise = np.std(data[:20, :20])
+    assert np.all(np.abs(residual[at]) < np.maximum(0.05 * data[at], 4 * noise))
+    assert np.std(residual) < 1.3 * noise < np.std(data)
     listed = {f["name"] for f in client.get(f"{API}/job/{job_id}/files").json()}
     assert names <= listed
     assert client.get(f"{API}/job/{job_id}/files/job.json").json()["state"] == "SUCCESS"

@@ -87,6 +87,7 @@ class App:
     description: str
     schema: OptionSchema
     python_modules: tuple[str, ...] = ()
+    fits_gaussians = False  # its components are fitted Gaussians: the appliance makes the residual image
     # what the finder's own ``flags`` mean: bits (each set bit adds its meaning) or one value per row
     flags_are_bits: bool = True
     flag_legend: dict[int, str] = {}

@@ -28,6 +28,7 @@ class Aegean(App):
     title = "Aegean"
     description = "BANE background and noise maps, then Aegean's seed/flood island search and Gaussian fitting."
     python_modules = ("AegeanTools",)
+    fits_gaussians = True
     flag_legend = {  # AegeanTools.flags
         1: "FITERRSMALL: the fit's uncertainties are smaller than they should be",
         2: "FITERR: the fit failed; the values are its starting estimates",

@@ -58,6 +58,7 @@ class Caesar(App):
         "caesar's FindSource: local background and noise maps, compact sources by seed/flood thresholds with nested "
         "sources, Gaussian fits, and optionally extended sources (saliency, active contours, wavelets)."
     )
+    fits_gaussians = True
     flags_are_bits = False
     flag_legend = {3: "high-quality fit", 2: "medium-quality fit", 1: "low-quality fit", 0: "bad fit"}  # fitQuality
     schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])

@@ -36,6 +36,7 @@ class PyBDSF(App):
         "Gaussian decomposition grouped into sources."
     )
     python_modules = ("bdsf",)
+    fits_gaussians = True
     flag_legend = {0: "PyBDSF gives its Gaussians no flag: always 0"}
     flags_are_bits = False
     schema = OptionSchema(
