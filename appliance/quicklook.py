@@ -46,3 +46,47 @@ def quicklook_png(record: StoredFile, source: Path, cache: Path) -> Path:
                              record.filename_orig)  # fmt: skip
                 partial.replace(path)
     return path
+
+
+VIEW_COLORMAPS = ("grayscale", "viridis", "magma", "inferno", "plasma", "cividis")  # the viewer's and matplotlib's
+VIEW_STRETCHES = ("linear", "sqrt", "log", "asinh")
+STATISTICS_SAMPLE = 1 << 20  # pixels: percentiles to well under a per cent of the range
+
+
+def view_statistics(view: Path) -> dict:
+    """The viewer copy's unit and the cuts it offers: min/max, percentile ranges, and zscale, from a regular sample
+    of at most STATISTICS_SAMPLE finite pixels."""
+    import numpy as np
+    from astropy.io import fits
+    from astropy.visualization import ZScaleInterval
+
+    with fits.open(view, memmap=True) as hdul:
+        data = hdul[0].data
+        step = max(1, int(math.ceil(math.sqrt(data.size / STATISTICS_SAMPLE))))
+        sample = np.asarray(data[::step, ::step], dtype=float).ravel()
+        unit = str(hdul[0].header.get("BUNIT", "")).strip()
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return {"unit": unit, "cuts": {}}
+    cuts = {"minmax": [float(sample.min()), float(sample.max())]}
+    for percent in (99.5, 99.0, 95.0):
+        low, high = np.percentile(sample, [(100 - percent) / 2, 100 - (100 - percent) / 2])
+        cuts[f"{percent:g}%"] = [float(low), float(high)]
+    cuts["zscale"] = [float(v) for v in ZScaleInterval().get_limits(sample)]
+    return {"unit": unit, "cuts": cuts}
+
+
+def colorbar_png(colormap: str) -> bytes:
+    """A 256 × 1 strip of ``colormap`` (one of VIEW_COLORMAPS), low values left, as the viewer paints it."""
+    import io
+
+    import numpy as np
+    from matplotlib import colormaps
+    from PIL import Image
+
+    if colormap not in VIEW_COLORMAPS:
+        raise ValueError(colormap)
+    rgba = colormaps["gray" if colormap == "grayscale" else colormap](np.linspace(0, 1, 256))
+    out = io.BytesIO()
+    Image.fromarray((rgba[None, :, :3] * 255).round().astype(np.uint8)).save(out, format="PNG")
+    return out.getvalue()

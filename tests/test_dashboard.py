@@ -139,6 +139,7 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     position = page.evaluate(f"window.caesarViewer.screenPosition({target})")
     page.mouse.click(position["x"], position["y"])
     expect(page.locator(f'table.catalog tr.selected[data-component="{target}"]')).to_have_count(1)
+    assert page.evaluate("window.__viewer.selected") == target  # ringed in the viewer
     # and selecting a row selects it in the viewer, with the mouse or the keyboard
     other = page.locator("table.catalog tbody tr").nth(0)
     other.click()
@@ -148,14 +149,35 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     third.focus()
     page.keyboard.press("Enter")
     expect(third).to_have_class(re.compile("selected"))
+    assert page.evaluate("window.__viewer.selected") == third.get_attribute("data-component")
     shoot(page, "job")
 
+    # cuts, stretch and colours, with a colour bar in the image's unit
+    page.wait_for_function("window.__viewer.display", timeout=30000)
+    controls = page.locator("form.viewer-controls")
+    assert page.evaluate("window.__viewer.display.stretch") == "asinh"
+    assert controls.locator("[data-unit]").inner_text() == "mJy/beam"
+    controls.locator("select[name=cuts]").select_option("zscale")
+    controls.locator("select[name=stretch]").select_option("sqrt")
+    controls.locator("select[name=colormap]").select_option("viridis")
+    display = page.evaluate("window.__viewer.display")
+    assert display["stretch"] == "sqrt" and display["colormap"] == "viridis" and display["low"] < display["high"]
+    assert page.evaluate("window.caesarViewer.image.getCuts()") == pytest.approx([display["low"], display["high"]])
+    assert "viridis" in controls.locator(".colorbar img").get_attribute("src")
+    ticks = [float(t) for t in controls.locator("[data-tick]").all_inner_texts()]
+    assert ticks[0] == pytest.approx(display["low"] * 1e3, rel=1e-2) and ticks == sorted(ticks)
+    controls.locator("input[name=high]").fill(str(display["high"] / 2))
+    controls.locator("input[name=high]").dispatch_event("change")
+    assert controls.locator("select[name=cuts]").input_value() == "custom"
+    assert page.evaluate("window.__viewer.display.high") == pytest.approx(display["high"] / 2, rel=1e-5)
+    shoot(page, "job-viridis")
+
     # the catalog table sorts (here by RA ascending) without leaving the page
-    page.click("table.catalog th a:text('RA (°)')")
+    page.click("table.catalog th a:text-is('RA')")
     page.wait_for_timeout(300)
-    page.click("table.catalog th a:text('RA (°)')")
+    page.click("table.catalog th a:text-matches('^RA')")
     expect(page.locator("table.catalog th[aria-sort=ascending]")).to_contain_text("RA")
-    ras = [float(t) for t in page.locator("table.catalog tbody tr td:nth-child(3)").all_inner_texts()]
+    ras = [float(t.rstrip("°")) for t in page.locator("table.catalog tbody tr td:nth-child(3) small").all_inner_texts()]
     assert ras == sorted(ras)
 
     page.goto(server.url + "/jobs")

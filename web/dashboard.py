@@ -14,6 +14,7 @@ import numpy as np
 from litestar import Controller, Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType
+from litestar.exceptions import NotFoundException
 from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.plugins.htmx import HTMXRequest
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -27,7 +28,14 @@ from appliance.core import Appliance
 from appliance.errors import ApplianceError, InvalidOptions, NotFound
 from appliance.jobs import JOB_LOG, job_document
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES
-from appliance.quicklook import quicklook_png, view_fits
+from appliance.quicklook import (
+    VIEW_COLORMAPS,
+    VIEW_STRETCHES,
+    colorbar_png,
+    quicklook_png,
+    view_fits,
+    view_statistics,
+)
 from web.errors import http_status_of
 from web.params import PageNumber
 from web.uploads import receive_upload
@@ -225,6 +233,7 @@ def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_f
         if file is not None:
             scale = (file.summary.get("pixel_scale_arcsec") or [1.0])[0]
             context["image_size_deg"] = max(file.summary["shape"]) * scale / 3600.0
+            context.update(colormaps=VIEW_COLORMAPS, stretches=VIEW_STRETCHES)
     return context
 
 
@@ -337,6 +346,19 @@ class DashboardController(Controller):
         record, source = appliance.files.open_path(user, file_uuid)
         return File(view_fits(record, source, appliance.settings.cache_dir), media_type="application/fits",
                     content_disposition_type="inline")  # fmt: skip
+
+    @get("/files/{file_uuid:str}/view-statistics", sync_to_thread=True)
+    def view_stats(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                   file_uuid: FromPath[str]) -> dict[str, Any]:  # fmt: skip
+        """The viewer copy's unit and the cuts the viewer offers (min/max, percentiles, zscale)."""
+        record, source = appliance.files.open_path(user, file_uuid)
+        return view_statistics(view_fits(record, source, appliance.settings.cache_dir))
+
+    @get("/colorbar/{colormap:str}.png", sync_to_thread=True)
+    def colorbar(self, colormap: FromPath[str]) -> Response:
+        if colormap not in VIEW_COLORMAPS:
+            raise NotFoundException(f"no colour map {colormap!r}: one of {', '.join(VIEW_COLORMAPS)}")
+        return Response(colorbar_png(colormap), media_type="image/png", headers={"Cache-Control": "max-age=86400"})
 
     @get("/files/{file_uuid:str}/delete", sync_to_thread=True)
     def confirm_delete(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],

@@ -1,6 +1,7 @@
 // The sky viewer: Aladin Lite 3.8.2 fully offline (no survey, no HiPS list, no usage logging), the image the server
 // validated, and the job's components as FWHM ellipses. A click inside an ellipse selects it (Aladin itself only
-// reacts on the outline). window.__viewer reports progress for tests and for the page.
+// reacts on the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map,
+// with a colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
 import A from "/static/vendor/aladin-lite/aladin.js";
 
 const status = (window.__viewer = {image: false, catalog: false, sources: 0, error: null, shownMs: null});
@@ -17,6 +18,46 @@ function hitTest(sources, ra, dec) {
     if (r <= 1 && (!best || r < best.r)) best = {s, r};
   }
   return best && best.s;
+}
+
+// Aladin's transfer functions (al-core's GLSL): the colour at fraction c of the bar shows the value at fraction
+// VALUE_AT[stretch](c) of the cut range.
+const VALUE_AT = {
+  linear: (c) => c, sqrt: (c) => c * c, log: (c) => (Math.pow(1000, c) - 1) / 1000, asinh: (c) => Math.sinh(3 * c) / 10,
+};
+
+function shown(value, unit) {
+  const perBeam = /^jy\s*\/\s*beam$/i.test(unit.trim());
+  const v = perBeam ? value * 1e3 : value;
+  return (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(2) : +v.toPrecision(3)) + "";
+}
+
+async function setUpControls(form, image) {
+  const statistics = await (await fetch(form.dataset.statistics)).json();
+  const unit = statistics.unit || "";
+  const perBeam = /^jy\s*\/\s*beam$/i.test(unit.trim());
+  form.querySelector("[data-unit]").textContent = perBeam ? "mJy/beam" : unit;
+  const field = (name) => form.elements[name];
+  const apply = () => {
+    const preset = statistics.cuts[field("cuts").value];
+    if (preset) [field("low").value, field("high").value] = preset.map((v) => +v.toPrecision(6));
+    const low = +field("low").value, high = +field("high").value;
+    const stretch = field("stretch").value, colormap = field("colormap").value;
+    image.setColormap(colormap, {stretch});
+    image.setCuts(low, high);
+    form.querySelector(".colorbar img").src = "/colorbar/" + colormap + ".png";
+    form.querySelectorAll("[data-tick]").forEach((tick) => {
+      tick.textContent = shown(low + (high - low) * VALUE_AT[stretch](+tick.dataset.tick / 4), unit);
+    });
+    status.display = {low, high, stretch, colormap};
+  };
+  form.addEventListener("change", (e) => {
+    if (e.target.name === "low" || e.target.name === "high") field("cuts").value = "custom";
+    apply();
+  });
+  form.addEventListener("submit", (e) => e.preventDefault());
+  form.hidden = false;
+  apply();
 }
 
 async function mount(el) {
@@ -37,11 +78,25 @@ async function mount(el) {
     target: el.dataset.ra + " " + el.dataset.dec, projection: "SIN",
     fov: (+el.dataset.size || 0.5) * Math.max(1, el.clientWidth / Math.max(el.clientHeight, 1)) * 1.15,
   });
-  aladin.setOverlayImageLayer(A.image(el.dataset.image, {
+  const controls = document.querySelector(`[data-viewer-controls="${el.id}"]`);
+  const image = A.image(el.dataset.image, {
     imgFormat: "fits", name: "image", colormap: "grayscale", stretch: "asinh",
-    successCallback: () => { status.image = true; if (status.catalog && status.shownMs === null) status.shownMs = performance.now() - started; },
+    successCallback: () => {
+      status.image = true;
+      if (status.catalog && status.shownMs === null) status.shownMs = performance.now() - started;
+      if (controls) setUpControls(controls, image).catch((e) => { status.error = "controls: " + e; });
+    },
     errorCallback: (e) => { status.error = "image: " + e; },
-  }));
+  });
+  aladin.setOverlayImageLayer(image);
+  const ring = A.graphicOverlay({color: "#00ff66", lineWidth: 4, name: "selected"});
+  aladin.addOverlay(ring);
+  const highlight = (s) => {  // a thick ring half again as large: the selection is seen at any zoom and stretch
+    ring.removeAll();
+    const major = Math.max(+s.data.major, 1) / 7200, minor = Math.max(+s.data.minor || +s.data.major, 1) / 7200;
+    ring.add(A.ellipse(s.ra, s.dec, major * 1.5, minor * 1.5, +s.data.pa || 0, {color: "#00ff66", lineWidth: 4}));
+    status.selected = String(s.data.component_id);
+  };
   const catalog = A.catalogFromURL(el.dataset.catalog, {
     name: "components", color: "#ff5050", hoverColor: "#ffe066", selectionColor: "#00ff66",
     shape: (s) => A.ellipse(s.ra, s.dec, Math.max(+s.data.major, 0.1) / 7200, Math.max(+s.data.minor || +s.data.major, 0.1) / 7200, +s.data.pa || 0, {lineWidth: 2}),
@@ -56,15 +111,16 @@ async function mount(el) {
   aladin.on("click", (e) => {
     if (!e || e.isDragging) return;
     const hit = hitTest(catalog.getSources(), e.ra, e.dec);
-    if (hit) { catalog.deselectAll && catalog.deselectAll(); hit.select(); window.caesarSelect(hit.data.component_id, true); }
+    if (hit) { catalog.deselectAll && catalog.deselectAll(); hit.select(); highlight(hit); window.caesarSelect(hit.data.component_id, true); }
   });
   window.caesarViewer = {
-    aladin, catalog,
+    aladin, catalog, image, ring,
     select(id) {
       const s = byId(id);
       if (!s) return;
       catalog.deselectAll && catalog.deselectAll();
       s.select();
+      highlight(s);
       aladin.gotoRaDec(s.ra, s.dec);
     },
     screenPosition(id) {
