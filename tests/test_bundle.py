@@ -19,7 +19,7 @@ from tests.conftest import API, REPO, upload_file, wait_for_job
 from tests.test_desktop import leftovers
 from tests.test_jobs import submit
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import httpx
+import pytest
 
 from appliance.lock import HomeLock
 from appliance.testing import ServerProcess
 from tests.conftest import write_image
+
+pytestmark = pytest.mark.e2e  # the real appliance process
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -21,6 +21,8 @@ import pytest
 from appliance.testing import ServerProcess, make_sky
 from tests.conftest import API, LONG_JOB, REPO, upload_file
 
+pytestmark = pytest.mark.e2e  # the browser
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [

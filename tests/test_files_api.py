@@ -111,7 +111,7 @@ def test_names_keep_only_characters_that_print(client, image):
     assert reply.status_code == 400 and reply.json()["error"] == "invalid_tag"
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_requests_the_http_parser_refuses_are_answered_in_json(tmp_path):
     with ServerProcess(tmp_path / "home") as app:
         host, port = app.url.removeprefix("http://").split(":")

@@ -21,6 +21,8 @@ from astropy.table import Table
 from appliance.testing import score_against_truth
 from tests.conftest import API, upload_file, wait_for_job
 
+pytestmark = pytest.mark.e2e  # real finder runs
+
 BEAM_ARCSEC = 6.5
 
 

@@ -12,6 +12,7 @@ from datetime import datetime
 
 import numpy as np
 import psutil
+import pytest
 from astropy.io import fits
 from sqlalchemy import update
 
@@ -20,6 +21,8 @@ from appliance.models import Job
 from runners import Handle, RunSpec
 from runners.local import LocalRunner
 from tests.conftest import API, LONG_JOB, api_client, group_members, make_settings, upload_file, wait_for_job
+
+pytestmark = pytest.mark.e2e  # real finder processes
 
 
 def submit(client, file_uuid, app="aegean", job_inputs=None, **extra):

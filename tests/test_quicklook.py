@@ -156,7 +156,7 @@ def write_bomb(path: Path, side: int = 22360) -> Path:
     return path
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_decompression_bomb_is_refused_beyond_the_limit_and_shown_in_bounded_memory_within_it(tmp_path):
     bomb = write_bomb(tmp_path / "zeros.fits.gz")
     data_bytes = 22360 * 22360 * 4

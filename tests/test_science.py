@@ -11,6 +11,8 @@ from astropy.table import Table
 from appliance.testing import make_sky, score_against_truth
 from tests.conftest import API, upload_file, wait_for_job
 
+pytestmark = pytest.mark.e2e  # real finder runs
+
 BEAM_ARCSEC = 6.5
 INPUTS = {"aegean": {"ncores": 2}, "pybdsf": {"ncores": 2}, "sep": {}}
 
