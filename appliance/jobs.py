@@ -251,6 +251,17 @@ class JobService:
             raise NotFound("file_not_found", f"job {job_id} has no file {name!r}")
         return job, path
 
+    def layers(self, user: str, job_id: str) -> dict[str, Path]:
+        """The maps of a finished job the viewer can show over its image, on the image's grid: the residual image
+        and the finder's own maps (background, rms, ...) it kept."""
+        job = self.get(user, job_id)
+        if job.state != "SUCCESS":
+            return {}
+        app = self.apps.get(job.app)
+        names = {"residual": RESIDUAL} if app.fits_gaussians else {}
+        found = {layer: self.folder(job) / name for layer, name in {**names, **app.maps}.items()}
+        return {layer: path for layer, path in found.items() if path.is_file()}
+
     def product(self, user: str, job_id: str, name: str) -> tuple[Job, Path]:
         """An output of a job that has ended; NotReady while it has not."""
         job = self.get(user, job_id)
@@ -335,6 +346,8 @@ class JobService:
             raise
         shutil.rmtree(trash, ignore_errors=True)
         shutil.rmtree(self.settings.cache_dir / "plots" / job.id, ignore_errors=True)
+        for copy in (self.settings.cache_dir / "view").glob(f"job-{job.id}-*"):
+            copy.unlink(missing_ok=True)  # the viewer's copies of its maps
         log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
 
     # -- execution (queue worker threads) ---------------------------------------------------------------------

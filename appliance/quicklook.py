@@ -19,16 +19,23 @@ _MAKING = threading.RLock()
 
 
 def view_fits(record: StoredFile, source: Path, cache: Path) -> Path:
-    """The image as the sky viewer loads it: 2-D, float32, its ``image_wcs`` (celestial, else 0-based pixels);
-    averaged over f×f blocks when a side is longer than VIEW_MAX_SIDE."""
-    path = cache / "view" / f"{record.uuid}.fits"
+    """The uploaded image as the sky viewer loads it (see viewer_copy)."""
+    return viewer_copy(
+        source, record.summary["hdu"], max(record.summary["shape"]), cache / "view" / f"{record.uuid}.fits"
+    )
+
+
+def viewer_copy(source: Path, hdu: int, longest_side: int, path: Path) -> Path:
+    """An image (an upload, or a map a job made on its grid) as the sky viewer loads it, made once into ``path``:
+    2-D, float32, its ``image_wcs`` (celestial, else 0-based pixels); averaged over f×f blocks when a side is longer
+    than VIEW_MAX_SIDE."""
     if not path.exists():
         with _MAKING:
             if not path.exists():
                 path.parent.mkdir(parents=True, exist_ok=True)
                 partial = path.with_name(f".{path.name}.part")
-                block = math.ceil(max(record.summary["shape"]) / VIEW_MAX_SIDE)
-                prepare_image(source, record.summary["hdu"], partial, with_beam=False, block=block)
+                block = math.ceil(longest_side / VIEW_MAX_SIDE)
+                prepare_image(source, hdu, partial, with_beam=False, block=block)
                 partial.replace(path)
     return path
 

@@ -166,6 +166,7 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     assert display["stretch"] == "sqrt" and display["colormap"] == "viridis" and display["low"] < display["high"]
     assert page.evaluate("window.caesarViewer.image.getCuts()") == pytest.approx([display["low"], display["high"]])
     assert "viridis" in controls.locator(".colorbar img").get_attribute("src")
+    assert controls.locator(".colorbar img").evaluate("img => img.complete && img.naturalWidth") == 256
     ticks = [float(t) for t in controls.locator("[data-tick]").all_inner_texts()]
     assert ticks[0] == pytest.approx(display["low"] * 1e3, rel=1e-2) and ticks == sorted(ticks)
     controls.locator("input[name=high]").fill(str(display["high"] / 2))
@@ -173,6 +174,16 @@ def test_upload_run_and_inspect_a_job_in_the_browser(page, server, sky_image):
     assert controls.locator("select[name=cuts]").input_value() == "custom"
     assert page.evaluate("window.__viewer.display.high") == pytest.approx(display["high"] / 2, rel=1e-5)
     shoot(page, "job-viridis")
+    # the residual image (the Gaussians taken out) as a layer with its own cuts; the image keeps its own
+    controls.locator("select[name=layer]").select_option("residual")
+    page.wait_for_function("window.__viewer.display.layer === 'residual'", timeout=30000)
+    residual = page.evaluate("window.__viewer.display")
+    assert residual["stretch"] == "asinh" and residual["high"] < display["high"] / 2
+    shoot(page, "job-residual")
+    controls.locator("select[name=layer]").select_option("image")
+    page.wait_for_function("window.__viewer.display.layer === 'image'", timeout=30000)
+    assert page.evaluate("window.__viewer.display.high") == pytest.approx(display["high"] / 2, rel=1e-5)
+    assert page.evaluate("window.__viewer.display.colormap") == "viridis"
 
     # the catalog table sorts (here by RA ascending) without leaving the page
     page.click("table.catalog th a:text-is('RA')")

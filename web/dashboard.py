@@ -35,6 +35,7 @@ from appliance.quicklook import (
     quicklook_png,
     view_fits,
     view_statistics,
+    viewer_copy,
 )
 from web.errors import http_status_of
 from web.params import PageNumber
@@ -233,7 +234,8 @@ def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_f
         if file is not None:
             scale = (file.summary.get("pixel_scale_arcsec") or [1.0])[0]
             context["image_size_deg"] = max(file.summary["shape"]) * scale / 3600.0
-            context.update(colormaps=VIEW_COLORMAPS, stretches=VIEW_STRETCHES)
+            context.update(colormaps=VIEW_COLORMAPS, stretches=VIEW_STRETCHES,
+                           layers=list(appliance.jobs.layers(user, job_id)))  # fmt: skip
     return context
 
 
@@ -354,8 +356,29 @@ class DashboardController(Controller):
         record, source = appliance.files.open_path(user, file_uuid)
         return view_statistics(view_fits(record, source, appliance.settings.cache_dir))
 
-    @get("/colorbar/{colormap:str}.png", sync_to_thread=True)
-    def colorbar(self, colormap: FromPath[str]) -> Response:
+    @get("/jobs/{job_id:str}/layers/{layer:str}/view.fits", sync_to_thread=True)
+    def layer(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
+              layer: FromPath[str]) -> File:  # fmt: skip
+        """A map of the job on its image's grid (residual, background, rms, ...) as the sky viewer reads it."""
+        return File(self._layer_copy(appliance, user, job_id, layer), media_type="application/fits",
+                    content_disposition_type="inline")  # fmt: skip
+
+    @get("/jobs/{job_id:str}/layers/{layer:str}/statistics", sync_to_thread=True)
+    def layer_stats(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
+                    layer: FromPath[str]) -> dict[str, Any]:  # fmt: skip
+        return view_statistics(self._layer_copy(appliance, user, job_id, layer))
+
+    @staticmethod
+    def _layer_copy(appliance: Appliance, user: str, job_id: str, layer: str) -> Path:
+        source = appliance.jobs.layers(user, job_id).get(layer)
+        if source is None:
+            raise NotFoundException(f"job {job_id} has no map {layer!r}")
+        record = appliance.files.get(user, appliance.jobs.get(user, job_id).data_inputs)
+        copy = appliance.settings.cache_dir / "view" / f"job-{job_id}-{layer}.fits"
+        return viewer_copy(source, 0, max(record.summary["shape"]), copy)
+
+    @get("/colorbar.png", sync_to_thread=True)
+    def colorbar(self, colormap: FromQuery[str] = "grayscale") -> Response:
         if colormap not in VIEW_COLORMAPS:
             raise NotFoundException(f"no colour map {colormap!r}: one of {', '.join(VIEW_COLORMAPS)}")
         return Response(colorbar_png(colormap), media_type="image/png", headers={"Cache-Control": "max-age=86400"})

@@ -88,6 +88,7 @@ class App:
     schema: OptionSchema
     python_modules: tuple[str, ...] = ()
     fits_gaussians = False  # its components are fitted Gaussians: the appliance makes the residual image
+    maps: dict[str, str] = {}  # maps the finder leaves in the job folder on the image's grid: layer -> file name
     # what the finder's own ``flags`` mean: bits (each set bit adds its meaning) or one value per row
     flags_are_bits: bool = True
     flag_legend: dict[int, str] = {}

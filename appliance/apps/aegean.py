@@ -29,6 +29,7 @@ class Aegean(App):
     description = "BANE background and noise maps, then Aegean's seed/flood island search and Gaussian fitting."
     python_modules = ("AegeanTools",)
     fits_gaussians = True
+    maps = {"background": "input_bkg.fits", "rms": "input_rms.fits"}  # BANE's, when kept (save-bkgmap, -rmsmap)
     flag_legend = {  # AegeanTools.flags
         1: "FITERRSMALL: the fit's uncertainties are smaller than they should be",
         2: "FITERR: the fit failed; the values are its starting estimates",

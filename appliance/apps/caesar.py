@@ -59,6 +59,7 @@ class Caesar(App):
         "sources, Gaussian fits, and optionally extended sources (saliency, active contours, wavelets)."
     )
     fits_gaussians = True
+    maps = {"background": "bkg.fits", "rms": "rms.fits", "significance": "significance.fits"}  # when saved
     flags_are_bits = False
     flag_legend = {3: "high-quality fit", 2: "medium-quality fit", 1: "low-quality fit", 0: "bad fit"}  # fitQuality
     schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])

@@ -26,36 +26,66 @@ const VALUE_AT = {
   linear: (c) => c, sqrt: (c) => c * c, log: (c) => (Math.pow(1000, c) - 1) / 1000, asinh: (c) => Math.sinh(3 * c) / 10,
 };
 
-function shown(value, unit) {
-  const perBeam = /^jy\s*\/\s*beam$/i.test(unit.trim());
+const PER_BEAM = /^jy\s*\/\s*beam$/i;
+
+function label(value, unit) {
+  const perBeam = PER_BEAM.test(unit.trim());
   const v = perBeam ? value * 1e3 : value;
   return (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(2) : +v.toPrecision(3)) + "";
 }
 
-async function setUpControls(form, image) {
-  const statistics = await (await fetch(form.dataset.statistics)).json();
-  const unit = statistics.unit || "";
-  const perBeam = /^jy\s*\/\s*beam$/i.test(unit.trim());
-  form.querySelector("[data-unit]").textContent = perBeam ? "mJy/beam" : unit;
+// One layer at a time over the sky: the image, or a map of the job on its grid, each with its own cuts and colours.
+async function setUpControls(form, aladin, image) {
   const field = (name) => form.elements[name];
+  const layers = {};
+  let current = "image";
+  const load = async (name) => {
+    if (layers[name]) return layers[name];
+    const option = field("layer").querySelector(`option[value="${name}"]`);
+    const shown = name === "image" ? image : await new Promise((resolve, reject) => {
+      const layer = A.image(option.dataset.url, {
+        imgFormat: "fits", name, colormap: "grayscale", stretch: "asinh",
+        successCallback: () => resolve(layer), errorCallback: reject,
+      });
+      aladin.setOverlayImageLayer(layer);
+    });
+    const statistics = await (await fetch(option.dataset.statistics)).json();
+    return (layers[name] = {image: shown, statistics, settings: {cuts: "99.5%", stretch: "asinh", colormap: "grayscale"}});
+  };
   const apply = () => {
+    const {image: shown, statistics} = layers[current];
+    const unit = statistics.unit || "";
+    form.querySelector("[data-unit]").textContent = PER_BEAM.test(unit.trim()) ? "mJy/beam" : unit;
     const preset = statistics.cuts[field("cuts").value];
     if (preset) [field("low").value, field("high").value] = preset.map((v) => +v.toPrecision(6));
     const low = +field("low").value, high = +field("high").value;
     const stretch = field("stretch").value, colormap = field("colormap").value;
-    image.setColormap(colormap, {stretch});
-    image.setCuts(low, high);
-    form.querySelector(".colorbar img").src = "/colorbar/" + colormap + ".png";
+    shown.setColormap(colormap, {stretch});
+    shown.setCuts(low, high);
+    form.querySelector(".colorbar img").src = "/colorbar.png?colormap=" + colormap;
     form.querySelectorAll("[data-tick]").forEach((tick) => {
-      tick.textContent = shown(low + (high - low) * VALUE_AT[stretch](+tick.dataset.tick / 4), unit);
+      tick.textContent = label(low + (high - low) * VALUE_AT[stretch](+tick.dataset.tick / 4), unit);
     });
-    status.display = {low, high, stretch, colormap};
+    layers[current].settings = {cuts: field("cuts").value, low, high, stretch, colormap};
+    status.display = {layer: current, low, high, stretch, colormap};
   };
-  form.addEventListener("change", (e) => {
-    if (e.target.name === "low" || e.target.name === "high") field("cuts").value = "custom";
+  form.addEventListener("change", async (e) => {
+    if (e.target.name === "layer") {
+      const entry = await load(e.target.value);
+      current = e.target.value;
+      aladin.setOverlayImageLayer(entry.image);
+      const {cuts, low, high, stretch, colormap} = entry.settings;
+      Object.assign(field("cuts"), {value: cuts});
+      if (cuts === "custom") [field("low").value, field("high").value] = [low, high];
+      field("stretch").value = stretch;
+      field("colormap").value = colormap;
+    } else if (e.target.name === "low" || e.target.name === "high") {
+      field("cuts").value = "custom";
+    }
     apply();
   });
   form.addEventListener("submit", (e) => e.preventDefault());
+  await load("image");
   form.hidden = false;
   apply();
 }
@@ -84,7 +114,7 @@ async function mount(el) {
     successCallback: () => {
       status.image = true;
       if (status.catalog && status.shownMs === null) status.shownMs = performance.now() - started;
-      if (controls) setUpControls(controls, image).catch((e) => { status.error = "controls: " + e; });
+      if (controls) setUpControls(controls, aladin, image).catch((e) => { status.error = "controls: " + e; });
     },
     errorCallback: (e) => { status.error = "image: " + e; },
   });
