@@ -28,9 +28,14 @@ class Database:
     """One engine per process. Transactions use the driver's default (BEGIN at the first write), never a
     deferred BEGIN that later writes, which fails at once under concurrent writers."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, connections: int = 5) -> None:
+        """``connections`` are kept open: as many as threads use the database at once. A thread beyond them opens
+        one of its own for the while rather than wait: waiting for a connection, or opening one (with its pragmas)
+        for every use, cost a status poll under load more than its query."""
         self.path = path
-        self.engine: Engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False})
+        self.engine: Engine = create_engine(
+            f"sqlite:///{path}", connect_args={"check_same_thread": False}, pool_size=connections, max_overflow=-1
+        )
         event.listen(self.engine, "connect", _pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
