@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from astropy.table import Table
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from appliance.apps import AppRegistry, JobInput
@@ -53,6 +54,11 @@ JOB_SPEC = "job.json"
 _POLL_SECONDS = 0.1
 _JOB_ID_LENGTH = 36
 _PLOTTING = threading.Lock()  # two <img> of one page ask for the two plots of one job at the same time
+# What a status poll reads: the columns of its answer, by primary key, with no ORM object (building one cost a poll
+# most of its time). One statement object, so that SQLAlchemy reuses its compiled form and result layout.
+_STATUS = select(
+    Job.id, Job.user, Job.pid, Job.state, Job.status, Job.exit_code, Job.start_date, Job.end_date, Job.tag
+).where(Job.id == bindparam("job_id"))
 
 
 def now() -> datetime:
@@ -183,6 +189,24 @@ class JobService:
             if job is None or job.user != user:
                 raise NotFound("job_not_found", f"Job {job_id} not found for user {user}!")
             return job
+
+    def status(self, user: str, job_id: str) -> dict[str, Any]:
+        """caesar-rest's status of a job: its state, the finder's pid and exit code, the time it has run."""
+        row = None
+        if isinstance(job_id, str) and len(job_id) <= _JOB_ID_LENGTH:
+            with self.db.engine.connect() as connection:
+                row = connection.execute(_STATUS, {"job_id": job_id}).one_or_none()
+        if row is None or row.user != user:
+            raise NotFound("job_not_found", f"Job {job_id} not found for user {user}!")
+        return {
+            "job_id": row.id,
+            "pid": row.pid,
+            "state": row.state,
+            "status": row.status,
+            "exit_code": row.exit_code,
+            "elapsed_time": elapsed_time(row),
+            "tag": row.tag or "",
+        }
 
     def list(
         self,
@@ -665,8 +689,9 @@ def job_document(job: Job) -> dict[str, Any]:
     }
 
 
-def elapsed_time(job: Job) -> float:
-    """Seconds the job has run: until its end, or until now while it runs."""
+def elapsed_time(job: Job | Row[Any]) -> float:
+    """Seconds the job has run: until its end, or until now while it runs (of a job, or a row with its dates and
+    state)."""
     if job.start_date is None:
         return 0.0
     end = job.end_date or (now() if job.state in LIVE_JOB_STATES else job.start_date)

@@ -51,10 +51,6 @@ def send(request: Request, path: Path, filename: str | None = None) -> Stream | 
     )
 
 
-def status_document(document: dict[str, Any]) -> dict[str, Any]:
-    return {k: document[k] for k in ("job_id", "pid", "state", "status", "exit_code", "elapsed_time", "tag")}
-
-
 class JobsController(Controller):
     path = API
     tags = ["jobs"]
@@ -132,8 +128,7 @@ class JobsController(Controller):
     async def status(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> dict[str, Any]:
-        job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
-        return status_document(job_document(job))
+        return await anyio.to_thread.run_sync(appliance.jobs.status, user, job_id)
 
     @get("/job/{job_id:str}", summary="A job, with its options and dates")
     async def get_job(
