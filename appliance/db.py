@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +42,8 @@ class Database:
         )
         event.listen(self.engine, "connect", _pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -48,19 +52,21 @@ class Database:
             yield session
 
     def lookup(self, query: Lookup, **parameters: Any) -> dict[str, Any] | None:
-        """The first row ``query`` selects with these parameters, by column name, or None. It waits for no other
-        thread: in WAL mode a reader does not wait for writers, and the pool opens a connection rather than wait
-        for one."""
+        """The first row ``query`` selects with these parameters, by column name, or None.
+
+        Lookups share one connection of their own (same pragmas), one at a time: a pooled connection's checkout and
+        return, with its rollback, cost more than such a read. A lookup waits for nothing but another lookup: in WAL
+        mode a reader does not wait for writers."""
         values = [parameters[name] if bind is None else bind(parameters[name]) for name, bind in query.parameters]
-        connection = self.engine.raw_connection()
-        try:
-            cursor = connection.cursor()
+        with self._reader_lock:
+            if self._reader is None:
+                self._reader = sqlite3.connect(self.path, check_same_thread=False)
+                _pragmas(self._reader, None)
+            cursor = self._reader.execute(query.sql, values)
             try:
-                row = cursor.execute(query.sql, values).fetchone()
+                row = cursor.fetchone()
             finally:
                 cursor.close()  # ends the read
-        finally:
-            connection.close()
         if row is None:
             return None
         return {
@@ -81,11 +87,15 @@ class Database:
 
     def close(self) -> None:
         self.engine.dispose()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
 
 class Lookup:
-    """A SELECT compiled once, for ``Database.lookup`` to run on a pooled connection's DBAPI cursor; parameters and
-    values are converted by their types as Core converts them.
+    """A SELECT compiled once, for ``Database.lookup`` to run on a DBAPI cursor; parameters and values are converted
+    by their types as Core converts them.
 
     For the hottest read, a job's status poll: what SQLAlchemy does for every execution of a statement, even one
     whose compiled form it keeps (execution context, result, row objects), took three quarters of the read's time."""

@@ -304,6 +304,9 @@ def test_status_is_the_job_documents_fields_and_only_for_its_user(appliance):
             assert 90 <= status.pop("elapsed_time") <= document.pop("elapsed_time")
         assert status == {k: document[k] for k in status}
     assert appliance.jobs.status("anonymous", "ended")["elapsed_time"] == 12.346
+    with appliance.db.session() as session:  # a write through the pool is seen by the next status read
+        session.execute(update(Job).where(Job.id == "pending").values(state="CANCELED", status="canceled"))
+    assert appliance.jobs.status("anonymous", "pending")["state"] == "CANCELED"
     for user, job_id in (("someone-else", "ended"), ("anonymous", "missing"), ("anonymous", "x" * 37)):
         with pytest.raises(NotFound):
             appliance.jobs.status(user, job_id)
