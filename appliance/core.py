@@ -44,6 +44,7 @@ def make_astropy_offline() -> None:
 OWNER_ONLY_UMASK = 0o077
 # Below this, SQLite can no longer grow its journal: nothing can change, not even a deletion.
 DISK_FULL_BYTES = 1 << 20
+WEB_THREADS = 40  # anyio's default limit of worker threads, where the web handlers call the services
 
 
 def owner_only(home: Path) -> None:
@@ -66,7 +67,9 @@ class Appliance:
         self.settings = settings
         self.lock = HomeLock(settings.lock_path)
         self.access = Access(settings.token_path, settings.require_login)
-        self.db = Database(settings.db_path)
+        # a connection for each thread that may use the database: the web handlers' and the queue's workers, and
+        # the queue's consumer, the inbox, the tray and the event loop
+        self.db = Database(settings.db_path, connections=WEB_THREADS + settings.workers + 4)
         self.files = FileStore(settings, self.db)
         self.apps = AppRegistry(settings)
         self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))

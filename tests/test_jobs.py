@@ -1,5 +1,5 @@
 """The job lifecycle with real finder processes: cancel, wall time, failure, the core budget, listing, deletion,
-shutdown and crash recovery."""
+shutdown and crash recovery; the status poll against the job's document."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import signal
 import subprocess
 import tarfile
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 import psutil
@@ -17,6 +17,8 @@ from astropy.io import fits
 from sqlalchemy import update
 
 from appliance.core import Appliance
+from appliance.errors import NotFound
+from appliance.jobs import job_document, now
 from appliance.models import Job
 from runners import Handle, RunSpec
 from runners.local import LocalRunner
@@ -238,8 +240,6 @@ def test_orphan_reaping_never_kills_another_process(tmp_path):
 def test_restart_queues_pending_rows_without_a_task_and_removes_half_deleted_folders(tmp_path, sky):
     import uuid as uuidlib
 
-    from appliance.jobs import now
-
     settings = make_settings(tmp_path / "home")
     with api_client(settings) as client:
         file_uuid = upload_file(client, sky[0])
@@ -275,3 +275,46 @@ def test_restart_queues_pending_rows_without_a_task_and_removes_half_deleted_fol
     with api_client(settings) as client:
         assert not any(folder.exists() for folder in stray)
         assert wait_for_job(client, job_id)["state"] == "SUCCESS"
+
+
+def test_status_is_the_job_documents_fields_and_only_for_its_user(appliance):
+    started = now() - timedelta(seconds=90)
+    rows = {
+        "running": dict(state="RUNNING", start_date=started, end_date=None, exit_code=None, tag=None, pid="4242"),
+        "ended": dict(state="FAILURE", start_date=started, end_date=started + timedelta(seconds=12.3456),
+                      exit_code=1, tag="night", pid="4243"),
+        "pending": dict(state="PENDING", start_date=None, end_date=None, exit_code=None, tag=None, pid=""),
+    }  # fmt: skip
+    with appliance.db.session() as session:
+        for job_id, row in rows.items():
+            session.add(
+                Job(
+                    id=job_id,
+                    user="anonymous",
+                    app="sep",
+                    data_inputs="f",
+                    file_uuid=None,
+                    job_inputs={},
+                    options={},
+                    status=f"{job_id} here",
+                    submit_date=started,
+                    cores=1,
+                    walltime=600.0,
+                    runner="local",
+                    **row,
+                )  # fmt: skip
+            )
+    for job_id in rows:
+        status = appliance.jobs.status("anonymous", job_id)
+        document = job_document(appliance.jobs.get("anonymous", job_id))
+        assert list(status) == ["job_id", "pid", "state", "status", "exit_code", "elapsed_time", "tag"]
+        if job_id == "running":  # its elapsed time grows between the two reads
+            assert 90 <= status.pop("elapsed_time") <= document.pop("elapsed_time")
+        assert status == {k: document[k] for k in status}
+    assert appliance.jobs.status("anonymous", "ended")["elapsed_time"] == 12.346
+    with appliance.db.session() as session:  # a write through the pool is seen by the next status read
+        session.execute(update(Job).where(Job.id == "pending").values(state="CANCELED", status="canceled"))
+    assert appliance.jobs.status("anonymous", "pending")["state"] == "CANCELED"
+    for user, job_id in (("someone-else", "ended"), ("anonymous", "missing"), ("anonymous", "x" * 37)):
+        with pytest.raises(NotFound):
+            appliance.jobs.status(user, job_id)

@@ -52,10 +52,6 @@ def send(request: Request, path: Path, filename: str | None = None) -> Stream | 
     )
 
 
-def status_document(document: dict[str, Any]) -> dict[str, Any]:
-    return {k: document[k] for k in ("job_id", "pid", "state", "status", "exit_code", "elapsed_time", "tag")}
-
-
 class JobsController(Controller):
     path = API
     tags = ["jobs"]
@@ -121,12 +117,13 @@ class JobsController(Controller):
             )
         return Response([job_document(job) for job in jobs], headers=headers)
 
-    @get("/job/{job_id:str}/status", summary="A job's state")
-    async def status(
+    # on the event loop: the read takes ~12 us and waits for nothing but another lookup, where the hop to a worker
+    # thread and back cost ~80 us, and 32 pollers kept 32 threads contending for the GIL
+    @get("/job/{job_id:str}/status", summary="A job's state", sync_to_thread=False)
+    def status(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> dict[str, Any]:
-        job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
-        return status_document(job_document(job))
+        return appliance.jobs.status(user, job_id)
 
     @get("/job/{job_id:str}", summary="A job, with its options and dates")
     async def get_job(

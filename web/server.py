@@ -10,6 +10,7 @@ from http import HTTPStatus
 
 import uvicorn
 from litestar import Litestar
+from litestar.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from web.accesslog import AccessLog
@@ -100,14 +101,19 @@ class BulkTransferProtocol(HttpToolsProtocol):
 
 
 def make_server(app: Litestar, shutdown_grace_seconds: float) -> uvicorn.Server:
-    return uvicorn.Server(
-        uvicorn.Config(
-            AccessLog(app),  # outside the app, so it sees the status of every answer, refusals included
-            http=BulkTransferProtocol,
-            log_config=None,
-            access_log=False,  # web.accesslog writes it, redacted
-            lifespan="on",
-            timeout_graceful_shutdown=max(1, round(shutdown_grace_seconds)),
-            server_header=False,
-        )
+    # the access log is outside the app, so it sees the status of every answer, refusals included
+    return uvicorn.Server(server_config(AccessLog(app), shutdown_grace_seconds))
+
+
+def server_config(app: ASGIApp, shutdown_grace_seconds: float) -> uvicorn.Config:
+    """uvicorn as the appliance runs it (one process, this protocol), for any ASGI app (the API benchmark serves a
+    bare one with it)."""
+    return uvicorn.Config(
+        app,
+        http=BulkTransferProtocol,
+        log_config=None,
+        access_log=False,  # web.accesslog writes it, redacted
+        lifespan="on",
+        timeout_graceful_shutdown=max(1, round(shutdown_grace_seconds)),
+        server_header=False,
     )
