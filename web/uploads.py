@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import anyio.to_thread
 from litestar import Request
 from litestar.exceptions import InternalServerException
+from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
 from appliance.errors import InvalidRequest, UnsupportedType
@@ -23,6 +26,38 @@ BLOCK_BYTES = 4 << 20
 MAX_FIELD_BYTES = 64 << 10
 MAX_PARTS = 16
 MULTIPART_OVERHEAD = 64 << 10  # headers and boundaries around the file in a multipart body, at most
+
+_FITS_BYTES = Schema(
+    type=OpenAPIType.STRING,
+    format=OpenAPIFormat.BINARY,
+    description="A FITS image (.fits, .fit, .fts, or one of them gzipped) holding a 2-D image",
+)
+
+
+@dataclass
+class MultipartUpload(Operation):
+    """POST /upload's body, as ``_receive_multipart`` reads it."""
+
+    def __post_init__(self) -> None:
+        form = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                "file": _FITS_BYTES,
+                "tag": Schema(type=OpenAPIType.STRING, description="A label to filter by"),
+            },
+            required=["file"],
+        )
+        self.request_body = RequestBody(required=True, content={"multipart/form-data": OpenAPIMediaType(schema=form)})
+
+
+@dataclass
+class RawUpload(Operation):
+    """PUT|POST /upload/<filename>'s body: the file itself, whatever its Content-Type."""
+
+    def __post_init__(self) -> None:
+        content = {"application/octet-stream": OpenAPIMediaType(schema=_FITS_BYTES)}
+        self.request_body = RequestBody(required=True, content=content)
+
 
 # One thread per upload block at a time; a small dedicated pool keeps big uploads off the pool that runs handlers.
 _WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload-writer")
