@@ -36,6 +36,8 @@ async def json_object_body(request: Request) -> None:
         raise InvalidRequest("invalid_json", f"the body is nested more than {MAX_JSON_DEPTH} levels deep") from None
     except SerializationException as exc:
         raise InvalidRequest("invalid_json", f"the body is not JSON: {exc.detail}") from None
+    except UnicodeDecodeError as exc:  # msgspec's answer to a string that is not UTF-8
+        raise InvalidRequest("invalid_json", f"the body is not JSON: not UTF-8 at byte {exc.start}") from None
     if _depth_exceeds(body, MAX_JSON_DEPTH):
         raise InvalidRequest("invalid_json", f"the body is nested more than {MAX_JSON_DEPTH} levels deep")
     shape = request.route_handler.parsed_fn_signature.parameters["data"].annotation
