@@ -19,7 +19,7 @@ from appliance.models import Comparison
 from web.downloads import file_operation
 from web.errors import refusals
 from web.files import API, LIST_HEADERS, StatusReply, next_page
-from web.idempotency import IDEMPOTENT
+from web.idempotency import IDEMPOTENT, IdempotentOperation
 from web.jobs import MEDIA_TYPES, send
 from web.params import Limit, Offset, json_object_body
 
@@ -72,6 +72,7 @@ class CompareController(Controller):
         "/compare",
         status_code=201,
         opt=IDEMPOTENT,
+        operation_class=IdempotentOperation,
         summary="Compare two finished jobs on the same image",
         before_request=json_object_body,
         responses=refusals(403, 404, 409, 413, 422, 507),

@@ -10,7 +10,15 @@ from urllib.parse import quote
 
 import anyio
 from litestar import Response
-from litestar.openapi.spec import OpenAPIHeader, OpenAPIMediaType, OpenAPIResponse, Operation, Reference, Schema
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    Reference,
+    Schema,
+)
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.response import Stream
 
@@ -33,6 +41,25 @@ _FILE_HEADERS = {
 }
 
 
+_RANGE_PARAMETERS = [
+    Parameter(
+        name="Range",
+        param_in="header",
+        required=False,
+        description="One byte range, bytes=<first>-<last>, bytes=<first>- or bytes=-<suffix length>; others are "
+        "ignored (the whole file is sent)",
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+    Parameter(
+        name="If-Range",
+        param_in="header",
+        required=False,
+        description="The range is sent only if the file's ETag is still this one",
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+]
+
+
 def file_operation(*media_types: str, json: Schema | Reference | None = None) -> type[Operation]:
     """The OpenAPI operation of a route answering with a file streamed by ``stream_file``: the whole file (200) or
     the byte range asked for (206), in one of ``media_types``; a JSON file is described by ``json`` (any JSON by
@@ -52,6 +79,7 @@ def file_operation(*media_types: str, json: Schema | Reference | None = None) ->
     @dataclass
     class FileOperation(Operation):
         def __post_init__(self) -> None:
+            self.parameters = [*(self.parameters or []), *_RANGE_PARAMETERS]
             ranged = answer("The byte range asked for", **{"Content-Range": _header("bytes <first>-<last>/<size>")})
             answers = {**(self.responses or {}), "200": answer("The whole file"), "206": ranged}
             self.responses = dict(sorted(answers.items()))

@@ -26,7 +26,7 @@ from web.auth import CHANGES_STATE
 from web.downloads import file_operation, stream_file
 from web.errors import error_response, refusals
 from web.files import API, LIST_HEADERS, StatusReply, next_page
-from web.idempotency import IDEMPOTENT
+from web.idempotency import IDEMPOTENT, IdempotentOperation
 from web.params import Limit, Offset, json_object_body
 
 JobState = Literal[LIVE_JOB_STATES + TERMINAL_JOB_STATES]  # type: ignore[valid-type]
@@ -164,6 +164,7 @@ class JobsController(Controller):
         "/job",
         status_code=202,
         opt=IDEMPOTENT,
+        operation_class=IdempotentOperation,
         summary="Submit a job",
         before_request=json_object_body,
         exception_handlers={ApplianceError: submission_refused},

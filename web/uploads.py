@@ -14,13 +14,14 @@ from dataclasses import dataclass
 import anyio.to_thread
 from litestar import Request
 from litestar.exceptions import InternalServerException
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
 from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
 from appliance.errors import InvalidRequest, UnsupportedType
 from appliance.models import StoredFile
 from appliance.storage import FileStore, Upload
+from web.idempotency import IdempotentOperation
 
 BLOCK_BYTES = 4 << 20
 MAX_FIELD_BYTES = 64 << 10
@@ -35,10 +36,11 @@ _FITS_BYTES = Schema(
 
 
 @dataclass
-class MultipartUpload(Operation):
+class MultipartUpload(IdempotentOperation):
     """POST /upload's body, as ``_receive_multipart`` reads it."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         form = Schema(
             type=OpenAPIType.OBJECT,
             properties={
@@ -51,10 +53,11 @@ class MultipartUpload(Operation):
 
 
 @dataclass
-class RawUpload(Operation):
+class RawUpload(IdempotentOperation):
     """PUT|POST /upload/<filename>'s body: the file itself, whatever its Content-Type."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         content = {"application/octet-stream": OpenAPIMediaType(schema=_FITS_BYTES)}
         self.request_body = RequestBody(required=True, content=content)
 
