@@ -159,6 +159,19 @@ def test_download_streams_the_original_bytes_under_the_original_name(client, ima
     assert redirect.status_code in (302, 307) and redirect.headers["location"].endswith(f"/download/{file_uuid}")
 
 
+def test_a_form_field_in_an_unknown_charset_is_refused(client, image):
+    """The tag comes after the file: the file's bytes, already received, are discarded."""
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="f.fits"\r\n\r\n'
+        + image.read_bytes()
+        + b'\r\n--x\r\nContent-Disposition: form-data; name="tag"\r\nContent-Type: text/plain; charset=no-such'
+        b"\r\n\r\nscorpio\r\n--x--\r\n"
+    )
+    reply = client.post(f"{API}/upload", content=body, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert reply.status_code == 400 and reply.json()["error"] == "invalid_multipart", reply.text
+    assert stored_everything(client) == ([], [], 0)
+
+
 @pytest.mark.parametrize("route", ["/fileids", "/jobs", "/comparisons"])
 def test_paging_offsets_are_bounded(client, route):
     assert client.get(f"{API}{route}", params={"offset": 2**53 - 1}).json() == []

@@ -176,7 +176,7 @@ async def _receive_multipart(request: Request, store: FileStore, user: str, inco
                             incoming.begin(store, user, segment.filename, at_least)
                     elif event is None:
                         if segment is not None and field is not None:
-                            fields[segment.name] = field.decode(segment.charset or "utf-8", errors="replace")
+                            fields[segment.name] = _text(segment, field)
                         segment, field = None, None
                     elif field is not None:
                         field += event
@@ -189,6 +189,15 @@ async def _receive_multipart(request: Request, store: FileStore, user: str, inco
     except (ParserError, ParserLimitReached) as exc:
         raise InvalidRequest("invalid_multipart", f"the multipart/form-data body is malformed: {exc}") from None
     return fields.get("tag")
+
+
+def _text(segment: MultipartSegment, data: bytearray) -> str:
+    try:
+        return data.decode(segment.charset or "utf-8", errors="replace")
+    except LookupError:
+        raise InvalidRequest(
+            "invalid_multipart", f"form field {segment.name!r} is in an unknown charset {segment.charset!r}"
+        ) from None
 
 
 async def _body(request: Request, final_empty: bool = False) -> AsyncIterator[bytes]:
