@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import anyio.to_thread
 import msgspec
@@ -229,10 +229,13 @@ class FilesController(Controller):
     async def download_by_parameter(self, request: Request, uuid: FromQuery[str | None] = None) -> Redirect:
         """caesar-rest's form: ``uuid`` in the query or a form field; redirects to /download/<uuid>."""
         if uuid is None and request.method == "POST":
-            uuid = (await request.form()).get("uuid")
+            try:
+                uuid = (await request.form()).get("uuid")
+            except (UnicodeDecodeError, LookupError) as exc:  # a field not in UTF-8 or in an unknown charset
+                raise InvalidRequest("invalid_request", f"the form cannot be read: {exc}") from None
         if not uuid:
             raise InvalidRequest("missing_uuid", "give the file's uuid as the 'uuid' parameter")
-        return Redirect(f"{API}/download/{uuid}")
+        return Redirect(f"{API}/download/{quote(uuid, safe='')}")  # never another path: "../delete/<uuid>"
 
     @route(
         "/delete/{file_uuid:str}",
