@@ -18,6 +18,7 @@ import psutil
 from astropy.table import Table
 
 API_PREFIX = "/caesar/api/v1.0"
+_ERROR_LINE = re.compile(r"Traceback |\S+ \S+ (ERROR|CRITICAL) ")
 
 
 class ServerProcess:
@@ -92,6 +93,10 @@ class ServerProcess:
     def errors(self) -> str:
         self.stderr.seek(0)
         return self.stderr.read()
+
+    def logged_errors(self) -> list[str]:
+        """The lines of stderr that log an error or start a traceback (a request's text never starts a line)."""
+        return [line for line in self.errors().splitlines() if _ERROR_LINE.match(line)]
 
     @property
     def pid(self) -> int:
