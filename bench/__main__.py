@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["transfer", "jobs", "science", "bundle"]
+BENCHMARKS = ["transfer", "jobs", "science", "bundle", "fuzz"]
 
 
 def main() -> int:
