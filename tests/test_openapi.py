@@ -4,6 +4,7 @@ must have a documented status, a documented media type and a body that matches i
 
 from __future__ import annotations
 
+import ast
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
@@ -19,8 +20,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from appliance import errors
 from appliance.testing import ServerProcess, fuzz_config, populate
-from tests.conftest import API
+from tests.conftest import API, REPO
+from web.errors import ErrorBody
 
 MAX_EXAMPLES = 8  # per operation and phase: about a minute on two busy cores
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance, content_type_conformance]
@@ -30,7 +33,7 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     spec = client.get("/docs/openapi.json").json()
     schemas, paths = spec["components"]["schemas"], spec["paths"]
     assert set(schemas["ErrorBody"]["required"]) == {"status", "error"}
-    assert {"state", "options", "job_id", "details"} <= set(schemas["ErrorBody"]["properties"])
+    assert {"state", "options", "job_id", "jobs", "details"} <= set(schemas["ErrorBody"]["properties"])
     for route, method, media_type in [
         ("/job", "post", "application/json"),
         ("/compare", "post", "application/json"),
@@ -51,6 +54,18 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     assert set(paths[API + "/download/{file_uuid}"]["get"]["responses"]) >= {"200", "206", "404", "416"}
     assert paths[API + "/health"]["get"]["security"] == [{}]  # public
     assert not any(path.startswith(("/files", "/jobs", "/login", "/events")) for path in paths)  # pages stay out
+
+
+def test_every_detail_a_domain_error_carries_is_a_field_of_the_error_body():
+    """A refusal is built as an ErrorBody: a detail it does not declare would be a 500 instead of the refusal."""
+    kinds = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)}
+    raised = set()
+    for path in [*REPO.glob("appliance/**/*.py"), *REPO.glob("web/**/*.py"), *REPO.glob("runners/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) in kinds:
+                raised |= {(keyword.arg, f"{path.relative_to(REPO)}:{node.lineno}") for keyword in node.keywords}
+    undeclared = [(name, where) for name, where in raised if name not in ErrorBody.__struct_fields__]
+    assert not undeclared, f"add these to web.errors.ErrorBody: {undeclared}"
 
 
 @pytest.fixture(scope="module")

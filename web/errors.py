@@ -69,13 +69,15 @@ def error_page(title: str, detail: str, status: int) -> Template:
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
-    """Every refusal: what is wrong, for people, and a stable code, for programs; some say more."""
+    """Every refusal: what is wrong, for people, and a stable code, for programs; some say more (the details of a
+    domain error, each a field here: tests/test_openapi.py checks that every one raised is)."""
 
     status: str
     error: str
     state: str | msgspec.UnsetType = msgspec.UNSET  # a refused job submission is ABORTED, as in caesar-rest
     options: dict[str, str] | msgspec.UnsetType = msgspec.UNSET  # each invalid job option and what is wrong
     job_id: str | msgspec.UnsetType = msgspec.UNSET  # the job whose outputs do not exist yet
+    jobs: list[str] | msgspec.UnsetType = msgspec.UNSET  # the live jobs that use the file
     details: list[dict[str, Any]] | dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # each invalid parameter
 
 
