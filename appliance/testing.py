@@ -12,11 +12,13 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import psutil
 from astropy.table import Table
 
 API_PREFIX = "/caesar/api/v1.0"
+_ERROR_LINE = re.compile(r"Traceback |\S+ \S+ (ERROR|CRITICAL) ")
 
 
 class ServerProcess:
@@ -91,6 +93,10 @@ class ServerProcess:
     def errors(self) -> str:
         self.stderr.seek(0)
         return self.stderr.read()
+
+    def logged_errors(self) -> list[str]:
+        """The lines of stderr that log an error or start a traceback (a request's text never starts a line)."""
+        return [line for line in self.errors().splitlines() if _ERROR_LINE.match(line)]
 
     @property
     def pid(self) -> int:
@@ -237,4 +243,97 @@ def score_against_truth(found: Table, truth: Table, radius_arcsec: float, snr_mi
         "flux_ratio_p84": float(np.percentile(flux, 84)),
         "peak_ratio": float(np.median(peak)),
         "offset_arcsec": float(np.median(separation[matched].to_value(u.arcsec))),
+    }
+
+
+def populate(server: ServerProcess, folder: Path) -> dict[str, list[str]]:
+    """Give a running appliance something to serve, through its API: images (one gzipped), finished jobs with all
+    their products, a cancelled job, a comparison. Returns the ids by kind ("file", "job", "comparison", "job_file");
+    the last of each kind of file and job is a spare that a fuzzer may delete."""
+    import gzip
+
+    import httpx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sky = folder / "sky.fits"
+    make_sky(sky, size=128, n_sources=5)
+    packed = folder / "sky.fits.gz"
+    packed.write_bytes(gzip.compress(sky.read_bytes()))
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=120) as api:
+
+        def answer(reply: httpx.Response, status: int = 200) -> dict[str, Any]:
+            if reply.status_code != status:
+                raise RuntimeError(f"{reply.request.method} {reply.request.url}: {reply.status_code} {reply.text}")
+            return reply.json()
+
+        def job(file_uuid: str, **job_inputs: object) -> str:
+            body = {"app": "sep", "data_inputs": file_uuid, "job_inputs": job_inputs, "tag": "fuzz"}
+            return answer(api.post("/job", json=body), 202)["job_id"]
+
+        image = answer(api.post("/upload", files={"file": (sky.name, sky.read_bytes())}, data={"tag": "fuzz"}))["uuid"]
+        gzipped = answer(api.put(f"/upload/{packed.name}", content=packed.read_bytes()))["uuid"]
+        spare_file = answer(api.put("/upload/spare.fits", content=sky.read_bytes()))["uuid"]
+        finished = [job(image), job(image, seedthr=6.0), job(gzipped), job(spare_file)]
+        cancelled = job(image)
+        answer(api.post(f"/job/{cancelled}/cancel"))
+        deadline = time.monotonic() + 300
+        for job_id in finished:
+            while (state := answer(api.get(f"/job/{job_id}/status"))["state"]) in ("PENDING", "STARTED", "RUNNING"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"job {job_id} did not end in 300 s")
+                time.sleep(0.1)
+            if state != "SUCCESS":
+                raise RuntimeError(f"job {job_id} ended {state}: {api.get(f'/job/{job_id}/log').text}")
+        comparisons = [
+            answer(api.post("/compare", json={"jobs": pair}), 201)["compare_id"]
+            for pair in (finished[:2], finished[1::-1])
+        ]
+        job_files = [entry["name"] for entry in answer(api.get(f"/job/{finished[0]}/files"))]
+    return {
+        "file": [image, gzipped, spare_file],
+        "job": [*finished[:3], cancelled, finished[3]],
+        "comparison": comparisons,
+        "job_file": job_files,
+    }
+
+
+FUZZ_CHECKS = (
+    "not_a_server_error",
+    "response_schema_conformance",
+    "status_code_conformance",
+    "content_type_conformance",
+)
+# operations that delete or cancel what they name get only the spare ids, so that the others stay for the rest
+_DESTRUCTIVE = ({"include-method": "DELETE"}, {"include-path-regex": "/delete/|/cancel$"})
+
+
+def fuzz_config(server: ServerProcess, ids: dict[str, list[str]], max_examples: int, stateful: bool) -> dict[str, Any]:
+    """A schemathesis configuration (the dict form of schemathesis.toml) for the API of ``server``, authenticated,
+    with the checks a truthful OpenAPI must pass, and the ids ``populate`` made mixed into the generated ones."""
+    values = {
+        "file_uuid": ids["file"][:-1],
+        "job_id": ids["job"][:-1],
+        "compare_id": ids["comparison"][:-1],
+        "name": ids["job_file"],
+        "spare_file_uuid": ids["file"][-1:],
+        "spare_job_id": ids["job"][-1:],
+        "spare_compare_id": ids["comparison"][-1:],
+    }
+
+    def bound(*names: str, prefix: str = "") -> dict[str, Any]:
+        return {f"path.{name}": {"dictionary": prefix + name, "probability": 0.5} for name in names}
+
+    return {
+        "base-url": server.url,
+        "headers": server.headers,
+        "generation": {"mode": "all", "max-examples": max_examples, "database": "none"},
+        "checks": {"enabled": False, **{name: {"enabled": True} for name in FUZZ_CHECKS}},
+        "phases": {"stateful": {"enabled": stateful}},
+        "request-timeout": 60,
+        "dictionaries": {name: {"values": listed} for name, listed in values.items()},
+        "parameters": bound("file_uuid", "job_id", "compare_id", "name"),
+        "operations": [
+            {**selection, "parameters": bound("file_uuid", "job_id", "compare_id", prefix="spare_")}
+            for selection in _DESTRUCTIVE
+        ],
     }

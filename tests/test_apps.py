@@ -160,7 +160,7 @@ def test_submission_refusals(client, image, body, status, code, named):
 
 
 def test_body_must_be_a_json_object(client):
-    for content in (b"{not json", b"[1, 2]", b""):
+    for content in (b"{not json", b"[1, 2]", b"", b'{"app": "\xff"}', b'{"app": "aegean", "tag": "\xc3"}'):
         reply = client.post(f"{API}/job", content=content, headers={"content-type": "application/json"})
         assert reply.status_code == 400 and reply.json()["error"] == "invalid_json"
 

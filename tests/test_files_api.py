@@ -159,6 +159,40 @@ def test_download_streams_the_original_bytes_under_the_original_name(client, ima
     assert redirect.status_code in (302, 307) and redirect.headers["location"].endswith(f"/download/{file_uuid}")
 
 
+def test_download_by_parameter_never_redirects_elsewhere_and_refuses_unreadable_forms(client, image):
+    file_uuid = upload(client, image).json()["uuid"]
+    redirect = client.get(f"{API}/download", params={"uuid": f"../delete/{file_uuid}"}, follow_redirects=False)
+    assert redirect.headers["location"] == f"{API}/download/..%2Fdelete%2F{file_uuid}"
+    assert client.get(redirect.headers["location"]).status_code == 404
+    assert client.get(f"{API}/file/{file_uuid}").status_code == 200  # not deleted through the redirect
+    for charset, value in (("utf-8", b"\xff"), ("no-such-charset", b"abc")):
+        form = (
+            (
+                f'--x\r\nContent-Disposition: form-data; name="uuid"\r\nContent-Type: text/plain; charset={charset}'
+                "\r\n\r\n"
+            ).encode()
+            + value
+            + b"\r\n--x--\r\n"
+        )
+        reply = client.post(
+            f"{API}/download", content=form, headers={"content-type": "multipart/form-data; boundary=x"}
+        )
+        assert reply.status_code == 400 and reply.json()["error"] == "invalid_request", reply.text
+
+
+def test_a_form_field_in_an_unknown_charset_is_refused(client, image):
+    """The tag comes after the file: the file's bytes, already received, are discarded."""
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="file"; filename="f.fits"\r\n\r\n'
+        + image.read_bytes()
+        + b'\r\n--x\r\nContent-Disposition: form-data; name="tag"\r\nContent-Type: text/plain; charset=no-such'
+        b"\r\n\r\nscorpio\r\n--x--\r\n"
+    )
+    reply = client.post(f"{API}/upload", content=body, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert reply.status_code == 400 and reply.json()["error"] == "invalid_multipart", reply.text
+    assert stored_everything(client) == ([], [], 0)
+
+
 @pytest.mark.parametrize("route", ["/fileids", "/jobs", "/comparisons"])
 def test_paging_offsets_are_bounded(client, route):
     assert client.get(f"{API}{route}", params={"offset": 2**53 - 1}).json() == []

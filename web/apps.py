@@ -4,44 +4,89 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 from litestar import Controller, get
 from litestar.di import NamedDependency
 from litestar.params import FromPath
 
 from appliance.apps import App
 from appliance.core import Appliance
+from web.errors import refusals
 from web.files import API
 
 
-def _app_summary(app: App) -> dict[str, Any]:
+class OptionDescription(msgspec.Struct, omit_defaults=True):
+    """One option of an app, in caesar-rest's describe shape; numbers have min and max, choices allowed_values."""
+
+    mandatory: bool
+    type: str  # "int", "float", "str", or "none" for a flag
+    description: str
+    advanced: int
+    category: str
+    subcategory: str
+    enum: bool
+    default: Any
+    min: int | float | None | msgspec.UnsetType = msgspec.UNSET
+    max: int | float | None | msgspec.UnsetType = msgspec.UNSET
+    allowed_values: list[Any] | msgspec.UnsetType = msgspec.UNSET
+
+
+class AppSummary(msgspec.Struct):
+    name: str
+    title: str
+    description: str
+    available: bool
+    reason: str | None  # why it cannot run here
+
+
+class AppList(msgspec.Struct):
+    apps: list[str]
+    details: dict[str, AppSummary]
+
+
+class AppDetail(msgspec.Struct):
+    name: str
+    title: str
+    description: str
+    available: bool
+    reason: str | None
+    options: dict[str, OptionDescription]
+
+
+def _app_summary(app: App) -> AppSummary:
     availability = app.availability()
-    return {
-        "name": app.name,
-        "title": app.title,
-        "description": app.description,
-        "available": availability.available,
-        "reason": availability.reason,
-    }
+    return AppSummary(app.name, app.title, app.description, availability.available, availability.reason)
+
+
+def _options(app: App) -> dict[str, OptionDescription]:
+    return msgspec.convert(app.describe(), dict[str, OptionDescription])
 
 
 class AppsController(Controller):
     path = API
     tags = ["apps"]
 
-    @get("/apps", summary="The apps (source finders) of this appliance")
-    async def list_apps(self, appliance: NamedDependency[Appliance]) -> dict[str, Any]:
+    @get("/apps", summary="The apps (source finders) of this appliance", responses=refusals())
+    async def list_apps(self, appliance: NamedDependency[Appliance]) -> AppList:
         """``apps`` lists the names, as caesar-rest does; ``details`` says for each whether it can run here and, if
         not, why."""
         apps = appliance.apps.apps
-        return {"apps": list(apps), "details": {name: _app_summary(app) for name, app in apps.items()}}
+        return AppList(apps=list(apps), details={name: _app_summary(app) for name, app in apps.items()})
 
-    @get("/app/{name:str}/describe", summary="An app's options, in caesar-rest's describe shape")
-    async def describe(self, appliance: NamedDependency[Appliance], name: FromPath[str]) -> dict[str, Any]:
+    @get(
+        "/app/{name:str}/describe",
+        summary="An app's options, in caesar-rest's describe shape",
+        responses=refusals(404),
+    )
+    async def describe(
+        self, appliance: NamedDependency[Appliance], name: FromPath[str]
+    ) -> dict[str, OptionDescription]:
         """Keyed by option name: mandatory, type ("none" for flags), description, advanced, category, subcategory,
         enum, default, and min/max or allowed_values."""
-        return appliance.apps.get(name).describe()
+        return _options(appliance.apps.get(name))
 
-    @get("/app/{name:str}", summary="An app: availability and options")
-    async def get_app(self, appliance: NamedDependency[Appliance], name: FromPath[str]) -> dict[str, Any]:
+    @get("/app/{name:str}", summary="An app: availability and options", responses=refusals(404))
+    async def get_app(self, appliance: NamedDependency[Appliance], name: FromPath[str]) -> AppDetail:
         app = appliance.apps.get(name)
-        return {**_app_summary(app), "options": app.describe()}
+        summary = _app_summary(app)
+        return AppDetail(**msgspec.structs.asdict(summary), options=_options(app))

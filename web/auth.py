@@ -13,6 +13,7 @@ from http.cookies import SimpleCookie
 from typing import Annotated
 from urllib.parse import parse_qs
 
+import msgspec
 from litestar import Request, Response, get, post
 from litestar.di import NamedDependency
 from litestar.enums import RequestEncodingType, ScopeType
@@ -25,6 +26,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from appliance.access import LOGIN_LINK_ROUTE, Access
 from appliance.core import Appliance
 from web.dashboard import page
+from web.errors import refusals
 
 log = logging.getLogger(__name__)
 
@@ -165,10 +167,19 @@ def logout(request: Request, appliance: NamedDependency[Appliance]) -> Redirect:
     return response
 
 
+class LoginLink(msgspec.Struct):
+    login: str
+
+
 @post(
-    LOGIN_LINK_ROUTE, tags=["system"], status_code=200, sync_to_thread=False, summary="A new login link for a browser"
+    LOGIN_LINK_ROUTE,
+    tags=["system"],
+    status_code=200,
+    sync_to_thread=False,
+    summary="A new login link for a browser",
+    responses=refusals(403),
 )
-def login_link(request: Request, appliance: NamedDependency[Appliance]) -> dict[str, str]:
+def login_link(request: Request, appliance: NamedDependency[Appliance]) -> LoginLink:
     """A link that logs one browser into the dashboard, once (what a second launch of the desktop appliance opens)."""
     base = f"{request.url.scheme}://{request.headers.get('host', '')}"
-    return {"login": appliance.access.login_link(base)}
+    return LoginLink(login=appliance.access.login_link(base))

@@ -2,78 +2,142 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, ClassVar, Literal
 
 import anyio.to_thread
+import msgspec
 from litestar import Controller, Request, Response, delete, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.params import FromPath, FromQuery, JSONBody
 from litestar.response import Stream
+from msgspec import Meta
 
+from appliance.catalogs import KINDS
 from appliance.compare import TABLE_FORMATS, document
 from appliance.core import Appliance
-from appliance.errors import InvalidRequest
-from web.files import API
-from web.idempotency import IDEMPOTENT
-from web.jobs import send
-from web.params import Limit, Offset, json_object
+from appliance.models import Comparison
+from web.downloads import file_operation
+from web.errors import refusals
+from web.files import API, LIST_HEADERS, StatusReply, next_page
+from web.idempotency import IDEMPOTENT, IdempotentOperation
+from web.jobs import MEDIA_TYPES, send
+from web.params import Limit, Offset, json_object_body
+
+
+class CompareRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Two finished jobs on the same image, and how to match their catalogs."""
+
+    jobs: Annotated[list[str], Meta(min_length=2, max_length=2, description="The ids of job A and job B")]
+    radius_arcsec: (
+        Annotated[float, Meta(gt=0, description="The match radius (default: the image's beam major axis)")] | None
+    ) = None
+    kind: Literal[KINDS] = "components"  # type: ignore[valid-type]
+
+    error_codes: ClassVar[dict[str, str]] = {"radius_arcsec": "invalid_radius"}
+
+
+class Counts(msgspec.Struct):
+    matched: int
+    only_a: int
+    only_b: int
+
+
+class Quantiles(msgspec.Struct):
+    median: float | None
+    p16: float | None
+    p84: float | None
+
+
+class ComparisonDocument(msgspec.Struct):
+    compare_id: str
+    jobs: list[str]
+    kind: str
+    radius_arcsec: float
+    created: str
+    counts: Counts
+    flux_ratio: Quantiles  # B/A over the matched pairs
+    offset_arcsec: Quantiles
+    apps: list[str]
+
+
+def comparison_document(comparison: Comparison) -> ComparisonDocument:
+    return msgspec.convert(document(comparison), ComparisonDocument)
 
 
 class CompareController(Controller):
     path = API
     tags = ["compare"]
 
-    @post("/compare", status_code=201, opt=IDEMPOTENT, summary="Compare two finished jobs on the same image")
+    @post(
+        "/compare",
+        status_code=201,
+        opt=IDEMPOTENT,
+        operation_class=IdempotentOperation,
+        summary="Compare two finished jobs on the same image",
+        before_request=json_object_body,
+        responses=refusals(403, 404, 409, 413, 422, 507),
+    )
     async def create(
-        self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str]
-    ) -> dict[str, Any]:
+        self, data: JSONBody[CompareRequest], appliance: NamedDependency[Appliance], user: NamedDependency[str]
+    ) -> ComparisonDocument:
         """``{"jobs": ["<job A>", "<job B>"], "radius_arcsec": 6.5, "kind": "components"}``: a one-to-one
         cross-match within the radius (default: the image's beam major axis). The reply gives the counts
         (matched, only_a, only_b) and the flux ratio B/A and offsets of the matched pairs."""
-        body = await json_object(request, '{"jobs": [a, b]}')
         comparison = await anyio.to_thread.run_sync(
-            lambda: appliance.comparisons.create(
-                user, body.get("jobs"), body.get("radius_arcsec"), body.get("kind", "components")
-            )
+            lambda: appliance.comparisons.create(user, data.jobs, data.radius_arcsec, data.kind)
         )
-        return document(comparison)
+        return comparison_document(comparison)
 
-    @get("/comparisons", summary="The caller's comparisons, newest first")
+    @get(
+        "/comparisons",
+        summary="The caller's comparisons, newest first",
+        response_headers=LIST_HEADERS,
+        responses=refusals(),
+    )
     async def list_comparisons(
         self,
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
         limit: Limit = 100,
         offset: Offset = 0,
-    ) -> Response[list[dict[str, Any]]]:
+    ) -> Response[list[ComparisonDocument]]:
         rows, total = await anyio.to_thread.run_sync(lambda: appliance.comparisons.list(user, limit, offset))
-        return Response([document(c) for c in rows], headers={"X-Total-Count": str(total)})
+        headers = next_page("/comparisons", {"limit": limit}, offset, len(rows), total)
+        return Response([comparison_document(c) for c in rows], headers=headers)
 
-    @get("/compare/{compare_id:str}", summary="A comparison's summary")
+    @get("/compare/{compare_id:str}", summary="A comparison's summary", responses=refusals(404))
     async def get_comparison(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], compare_id: FromPath[str]
-    ) -> dict[str, Any]:
-        return document(await anyio.to_thread.run_sync(appliance.comparisons.get, user, compare_id))
+    ) -> ComparisonDocument:
+        return comparison_document(await anyio.to_thread.run_sync(appliance.comparisons.get, user, compare_id))
 
-    @get("/compare/{compare_id:str}/table", summary="The comparison table")
+    @get(
+        "/compare/{compare_id:str}/table",
+        summary="The comparison table",
+        operation_class=file_operation(*sorted({MEDIA_TYPES[f".{suffix}"] for suffix in TABLE_FORMATS.values()})),
+        responses=refusals(404, 416),
+    )
     async def table(
         self,
         request: Request,
         appliance: NamedDependency[Appliance],
         user: NamedDependency[str],
         compare_id: FromPath[str],
-        format: FromQuery[str] = "votable",
+        format: FromQuery[Literal[tuple(TABLE_FORMATS)]] = "votable",  # type: ignore[valid-type]
     ) -> Stream | Response:
         """One row per matched pair, then the rows only A has, then those only B has: class, position, both
         component numbers and fluxes, flux ratio B/A, offsets. ``format``: votable or csv."""
-        if format not in TABLE_FORMATS:
-            raise InvalidRequest("invalid_request", f"format is one of {', '.join(TABLE_FORMATS)}")
         path = await anyio.to_thread.run_sync(
             appliance.comparisons.product, user, compare_id, f"comparison.{TABLE_FORMATS[format]}"
         )
         return send(request, path)
 
-    @get("/compare/{compare_id:str}/regions", summary="DS9 regions coloured by class")
+    @get(
+        "/compare/{compare_id:str}/regions",
+        summary="DS9 regions coloured by class",
+        operation_class=file_operation("text/plain"),
+        responses=refusals(404, 416),
+    )
     async def regions(
         self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
         compare_id: FromPath[str],
@@ -82,7 +146,12 @@ class CompareController(Controller):
         path = await anyio.to_thread.run_sync(appliance.comparisons.product, user, compare_id, "comparison.reg")
         return send(request, path)
 
-    @get("/compare/{compare_id:str}/plot", summary="Flux B against A, and offsets (PNG)")
+    @get(
+        "/compare/{compare_id:str}/plot",
+        summary="Flux B against A, and offsets (PNG)",
+        operation_class=file_operation("image/png"),
+        responses=refusals(404, 416),
+    )
     async def plot(
         self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
         compare_id: FromPath[str],
@@ -90,9 +159,9 @@ class CompareController(Controller):
         path = await anyio.to_thread.run_sync(appliance.comparisons.product, user, compare_id, "comparison.png")
         return send(request, path)
 
-    @delete("/compare/{compare_id:str}", status_code=200, summary="Delete a comparison")
+    @delete("/compare/{compare_id:str}", status_code=200, summary="Delete a comparison", responses=refusals(403, 404))
     async def delete_comparison(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], compare_id: FromPath[str]
-    ) -> dict[str, str]:
+    ) -> StatusReply:
         await anyio.to_thread.run_sync(appliance.comparisons.delete, user, compare_id)
-        return {"status": f"comparison {compare_id} deleted"}
+        return StatusReply(status=f"comparison {compare_id} deleted")

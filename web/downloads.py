@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
 import anyio
 from litestar import Response
+from litestar.openapi.spec import (
+    OpenAPIHeader,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    Operation,
+    Parameter,
+    Reference,
+    Schema,
+)
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from litestar.response import Stream
 
 from web.errors import error_body
@@ -16,6 +27,64 @@ from web.errors import error_body
 CHUNK_BYTES = 1 << 20
 _MAX_DIGITS = 18  # every file size fits; Python refuses to parse integers of more than 4 300 digits
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _header(description: str) -> OpenAPIHeader:
+    return OpenAPIHeader(schema=Schema(type=OpenAPIType.STRING), description=description)
+
+
+_FILE_HEADERS = {
+    "Accept-Ranges": _header("bytes: a single Range (and If-Range) is honoured"),
+    "ETag": _header("The file's entity tag, for If-Range"),
+    "Content-Disposition": _header("attachment, with the file's name"),
+    "Content-Length": _header("Bytes in this answer"),
+}
+
+
+_RANGE_PARAMETERS = [
+    Parameter(
+        name="Range",
+        param_in="header",
+        required=False,
+        description="One byte range, bytes=<first>-<last>, bytes=<first>- or bytes=-<suffix length>; others are "
+        "ignored (the whole file is sent)",
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+    Parameter(
+        name="If-Range",
+        param_in="header",
+        required=False,
+        description="The range is sent only if the file's ETag is still this one",
+        schema=Schema(type=OpenAPIType.STRING),
+    ),
+]
+
+
+def file_operation(*media_types: str, json: Schema | Reference | None = None) -> type[Operation]:
+    """The OpenAPI operation of a route answering with a file streamed by ``stream_file``: the whole file (200) or
+    the byte range asked for (206), in one of ``media_types``; a JSON file is described by ``json`` (any JSON by
+    default)."""
+    binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+    schemas = {
+        media_type: (json or Schema()) if media_type == "application/json" else binary for media_type in media_types
+    }
+
+    def answer(description: str, **headers: OpenAPIHeader) -> OpenAPIResponse:
+        return OpenAPIResponse(
+            description=description,
+            headers={**_FILE_HEADERS, **headers},
+            content={media_type: OpenAPIMediaType(schema=schema) for media_type, schema in schemas.items()},
+        )
+
+    @dataclass
+    class FileOperation(Operation):
+        def __post_init__(self) -> None:
+            self.parameters = [*(self.parameters or []), *_RANGE_PARAMETERS]
+            ranged = answer("The byte range asked for", **{"Content-Range": _header("bytes <first>-<last>/<size>")})
+            answers = {**(self.responses or {}), "200": answer("The whole file"), "206": ranged}
+            self.responses = dict(sorted(answers.items()))
+
+    return FileOperation
 
 
 def content_disposition(filename: str) -> str:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import ResponseSpec
 from litestar.response import Redirect, Template
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -65,8 +68,46 @@ def error_page(title: str, detail: str, status: int) -> Template:
     return Template("error.html", context={"title": title, "detail": detail, "section": ""}, status_code=status)
 
 
-def error_body(message: str, code: str, **extra: object) -> dict[str, object]:
-    return {"status": message, "error": code, **extra}
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every refusal: what is wrong, for people, and a stable code, for programs; some say more (the details of a
+    domain error, each a field here: tests/test_openapi.py checks that every one raised is)."""
+
+    status: str
+    error: str
+    state: str | msgspec.UnsetType = msgspec.UNSET  # a refused job submission is ABORTED, as in caesar-rest
+    options: dict[str, str] | msgspec.UnsetType = msgspec.UNSET  # each invalid job option and what is wrong
+    job_id: str | msgspec.UnsetType = msgspec.UNSET  # the job whose outputs do not exist yet
+    jobs: list[str] | msgspec.UnsetType = msgspec.UNSET  # the live jobs that use the file
+    details: list[dict[str, Any]] | dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # each invalid parameter
+
+
+REFUSALS = {
+    202: "The job has not ended yet: its outputs do not exist yet (`job_not_completed`)",
+    400: "The request is malformed: a parameter, the body or the Host header",
+    401: "No API token, or not this appliance's (`Authorization: Bearer <token>`)",
+    403: "A request carried only by a session cookie that did not come from the appliance's own pages",
+    404: "No such file, job, comparison, app or output for this user",
+    409: "It clashes with the current state (a file a live job uses, a live job, a request still running with the "
+    "same Idempotency-Key)",
+    413: "The body is larger than the limit",
+    415: "Not a FITS file (by name or content), or not the media type this route takes",
+    416: "The range asked for is outside the file",
+    422: "Understood but unusable: a corrupt or truncated FITS file, invalid job options, an app that cannot run here, "
+    "an Idempotency-Key reused for another request",
+    507: "The data disk cannot take it",
+}
+
+
+def refusals(*statuses: int) -> dict[int, ResponseSpec]:
+    """The OpenAPI answers of a route that refuses with these statuses (and 400 and 401, which every route can)."""
+    return {
+        status: ResponseSpec(ErrorBody, description=REFUSALS[status], generate_examples=False)
+        for status in sorted({400, 401, *statuses})
+    }
+
+
+def error_body(message: str, code: str, **extra: Any) -> ErrorBody:
+    return ErrorBody(status=message, error=code, **extra)
 
 
 def http_status_of(exc: errors.ApplianceError) -> int:

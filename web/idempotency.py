@@ -5,18 +5,43 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 
 import anyio.to_thread
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
+from litestar.openapi.spec import OpenAPIHeader, Operation, Parameter, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from appliance.idempotency import Answer, IdempotencyKeys
+from appliance.idempotency import MAX_KEY_LENGTH, Answer, IdempotencyKeys
 
 IDEMPOTENT = {"idempotent": True}  # route opt: the route takes an Idempotency-Key
 MAX_KEPT_BODY = 1 << 20  # the answers of these routes are small documents; a bigger one is not kept
 _BOUNDARY = re.compile(rb'boundary="?([^";,\s]+)"?', re.IGNORECASE)
 _NOT_REPLAYED = {b"date", b"set-cookie", b"content-length"}
+
+
+@dataclass
+class IdempotentOperation(Operation):
+    """The OpenAPI operation of a route that takes an Idempotency-Key (the routes with the IDEMPOTENT opt)."""
+
+    def __post_init__(self) -> None:
+        key = Parameter(
+            name="Idempotency-Key",
+            param_in="header",
+            required=False,
+            description="Send the same key with the same request again to get the first answer instead of doing it "
+            "twice (24 hours); another request with the key is refused with 422, one while the first runs with 409",
+            schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_LENGTH, pattern="^[ -~]+$"),
+        )
+        self.parameters = [*(self.parameters or []), key]
+        replayed = OpenAPIHeader(
+            schema=Schema(type=OpenAPIType.STRING, const="true"), description="This is the first answer, sent again"
+        )
+        for status, answer in (self.responses or {}).items():
+            if status.startswith("2") and not isinstance(answer, dict):
+                answer.headers = {**(answer.headers or {}), "Idempotent-Replayed": replayed}
 
 
 class Idempotency(ASGIMiddleware):

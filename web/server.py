@@ -4,10 +4,10 @@ buffers sized for multi-GiB bodies."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import deque
 from http import HTTPStatus
 
+import msgspec
 import uvicorn
 from litestar import Litestar
 from litestar.types import ASGIApp
@@ -69,7 +69,7 @@ class BulkTransferProtocol(HttpToolsProtocol):
         """What the HTTP parser refuses (a malformed request line, a bad Content-Length, headers too big, a URL too
         long) gets the JSON error every other refusal gets, where uvicorn would answer in plain text."""
         status, code, message = self.refusal or (400, "invalid_request", "the request is not valid HTTP/1.1")
-        body = json.dumps(error_body(message, code)).encode()
+        body = msgspec.json.encode(error_body(message, code))
         self.transport.write(
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()
             + b"content-type: application/json\r\n"

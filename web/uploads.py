@@ -9,20 +9,58 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import anyio.to_thread
 from litestar import Request
 from litestar.exceptions import InternalServerException
+from litestar.openapi.spec import OpenAPIMediaType, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIFormat, OpenAPIType
 from multipart import MultipartSegment, ParserError, ParserLimitReached, PushMultipartParser
 
 from appliance.errors import InvalidRequest, UnsupportedType
 from appliance.models import StoredFile
 from appliance.storage import FileStore, Upload
+from web.idempotency import IdempotentOperation
 
 BLOCK_BYTES = 4 << 20
 MAX_FIELD_BYTES = 64 << 10
 MAX_PARTS = 16
 MULTIPART_OVERHEAD = 64 << 10  # headers and boundaries around the file in a multipart body, at most
+
+_FITS_BYTES = Schema(
+    type=OpenAPIType.STRING,
+    format=OpenAPIFormat.BINARY,
+    description="A FITS image (.fits, .fit, .fts, or one of them gzipped) holding a 2-D image",
+)
+
+
+@dataclass
+class MultipartUpload(IdempotentOperation):
+    """POST /upload's body, as ``_receive_multipart`` reads it."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        form = Schema(
+            type=OpenAPIType.OBJECT,
+            properties={
+                "file": _FITS_BYTES,
+                "tag": Schema(type=OpenAPIType.STRING, description="A label to filter by"),
+            },
+            required=["file"],
+        )
+        self.request_body = RequestBody(required=True, content={"multipart/form-data": OpenAPIMediaType(schema=form)})
+
+
+@dataclass
+class RawUpload(IdempotentOperation):
+    """PUT|POST /upload/<filename>'s body: the file itself, whatever its Content-Type."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        content = {"application/octet-stream": OpenAPIMediaType(schema=_FITS_BYTES)}
+        self.request_body = RequestBody(required=True, content=content)
+
 
 # One thread per upload block at a time; a small dedicated pool keeps big uploads off the pool that runs handlers.
 _WRITERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="upload-writer")
@@ -138,7 +176,7 @@ async def _receive_multipart(request: Request, store: FileStore, user: str, inco
                             incoming.begin(store, user, segment.filename, at_least)
                     elif event is None:
                         if segment is not None and field is not None:
-                            fields[segment.name] = field.decode(segment.charset or "utf-8", errors="replace")
+                            fields[segment.name] = _text(segment, field)
                         segment, field = None, None
                     elif field is not None:
                         field += event
@@ -151,6 +189,15 @@ async def _receive_multipart(request: Request, store: FileStore, user: str, inco
     except (ParserError, ParserLimitReached) as exc:
         raise InvalidRequest("invalid_multipart", f"the multipart/form-data body is malformed: {exc}") from None
     return fields.get("tag")
+
+
+def _text(segment: MultipartSegment, data: bytearray) -> str:
+    try:
+        return data.decode(segment.charset or "utf-8", errors="replace")
+    except LookupError:
+        raise InvalidRequest(
+            "invalid_multipart", f"form field {segment.name!r} is in an unknown charset {segment.charset!r}"
+        ) from None
 
 
 async def _body(request: Request, final_empty: bool = False) -> AsyncIterator[bytes]:
