@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from appliance.compare import comparison_table, cross_match, summary
+from appliance.compare import COLOURS, comparison_table, cross_match, summary
 from tests.conftest import API, upload_file, wait_for_job
 
 
@@ -58,12 +58,12 @@ def test_compare_two_finders_through_the_api(client, sky):
     from regions import Regions
 
     text = client.get(f"{API}/compare/{compare_id}/regions").text
-    assert len(Regions.parse(text, format="ds9")) == 20 and "color=green" in text
+    assert len(Regions.parse(text, format="ds9")) == 20 and f"color={COLOURS['matched']}" in text
     assert client.get(f"{API}/compare/{compare_id}/plot").content.startswith(b"\x89PNG")
     tight = client.post(f"{API}/compare", json={"jobs": jobs, "radius_arcsec": 0.01}).json()
     assert tight["counts"]["matched"] < 20 and tight["counts"]["only_a"] == 20 - tight["counts"]["matched"]
     mixed = client.get(f"{API}/compare/{tight['compare_id']}/regions").text
-    assert "color=red" in mixed and "color=blue" in mixed
+    assert f"color={COLOURS['only_a']}" in mixed and f"color={COLOURS['only_b']}" in mixed
     listed = client.get(f"{API}/comparisons")
     assert listed.headers["x-total-count"] == "2"
     assert client.delete(f"{API}/compare/{compare_id}").status_code == 200
