@@ -146,6 +146,8 @@ def write_plot(table: Table, path: Path, labels: tuple[str, str], radius_arcsec:
     """The flux ratio B/A of the matched pairs against A's flux (log-log, with 1 and the median), and B's offsets
     from A (with the match radius and the median offset)."""
     import matplotlib
+    import matplotlib.patches
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -165,6 +167,12 @@ def write_plot(table: Table, path: Path, labels: tuple[str, str], radius_arcsec:
         ratios.legend(loc="best")
     else:
         ratios.text(0.5, 0.5, "no matched pair has both fluxes", ha="center", va="center", transform=ratios.transAxes)
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ratios.xaxis.set_major_formatter(plain)
+    ratios.yaxis.set_major_formatter(plain)
+    low, high = ratios.get_ylim()
+    if high < 10 * low:  # within a decade the log axis has no major tick to read: label the minor ones
+        ratios.yaxis.set_minor_formatter(plain)
     ratios.set_xlabel(f"{labels[0]} integrated flux (mJy)")
     ratios.set_ylabel(f"flux ratio {labels[1]} / {labels[0]}")
     counts = numbers["counts"]

@@ -31,10 +31,10 @@ FORMATS = {
 }
 MAX_BYTES = 64 << 20
 
-# names compared lower-case with everything but letters, digits and dots taken out ("_RAJ2000" is "raj2000")
-RA_NAMES = ("ra", "raj2000", "radeg", "raicrs", "raj2000deg", "ra2000", "alphaj2000", "alpha", "racen", "rafit")
-DEC_NAMES = ("dec", "decj2000", "dej2000", "decdeg", "dedeg", "deicrs", "decicrs", "de", "dec2000", "deltaj2000",
-             "delta", "deccen", "decfit")  # fmt: skip
+# names as _plain makes them
+RA_NAMES = ("ra", "raj2000", "raicrs", "ra2000", "alphaj2000", "alpha", "racen", "rafit")
+DEC_NAMES = ("dec", "decj2000", "dej2000", "deicrs", "decicrs", "de", "dec2000", "deltaj2000", "delta", "deccen",
+             "decfit")  # fmt: skip
 FLUX_NAMES = ("intflux", "totalflux", "fluxint", "intfluxdensity", "totalfluxdensity", "sint", "fint", "stotal",
               "stot", "ftot", "fluxtot", "fluxtotal", "flux", "fluxdensity", "s", "s1.4", "s1400", "flux1.4",
               "flux1400", "peakflux", "speak", "fpeak", "fluxpeak")  # fmt: skip
@@ -100,7 +100,9 @@ def read_catalog(filename: str, data: bytes) -> UploadedCatalog:
 
 
 def _plain(name: str) -> str:
-    return re.sub(r"[^a-z0-9.]", "", name.lower())
+    """The name without case, punctuation or a unit at its end: "_RAJ2000" is raj2000, "S_int_mJy" is sint."""
+    plain = re.sub(r"[^a-z0-9.]", "", name.lower())
+    return re.sub(r"(.)(deg|mjy|ujy|jy)$", r"\1", plain)
 
 
 def _find(table: Table, ucds: tuple[str, ...], names: tuple[str, ...]) -> str | None:

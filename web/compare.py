@@ -21,7 +21,7 @@ from msgspec import Meta
 from appliance.catalogs import KINDS
 from appliance.compare import TABLE_FORMATS, document
 from appliance.core import Appliance
-from appliance.errors import InvalidRequest, UnsupportedType
+from appliance.errors import UnsupportedType
 from appliance.models import Comparison
 from appliance.uploaded_catalogs import FORMATS as CATALOG_FORMATS
 from appliance.uploaded_catalogs import MAX_BYTES as MAX_CATALOG_BYTES
@@ -47,7 +47,7 @@ class CompareRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 @dataclass
 class CatalogUpload(IdempotentOperation):
-    """POST /compare/catalog's body, as ``catalog_form`` reads it."""
+    """POST /compare/catalog's body, as ``comparison_form`` reads it."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -70,33 +70,35 @@ class CatalogUpload(IdempotentOperation):
 
 
 @dataclass(frozen=True)
-class CatalogForm:
+class ComparisonForm:
     job: str | None
+    job_b: str | None  # the dashboard's form: B is a job
     filename: str | None
     content: bytes
     radius_arcsec: float | None
     kind: str
 
 
-async def catalog_form(request: Request) -> CatalogForm:
-    """The fields of a comparison with an uploaded catalog (the API's and the dashboard's form)."""
-    if request.content_type[0] != "multipart/form-data":
+async def comparison_form(request: Request) -> ComparisonForm:
+    """The fields of a comparison sent as a form: job A, the catalog file (or, from the dashboard, job B), radius
+    and kind."""
+    if request.content_type[0] not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise UnsupportedType(
             "unsupported_media_type", "send multipart/form-data with the fields 'job' and 'catalog' (the file)"
         )
     form = await request.form()
     catalog = form.get("catalog")
-    if not isinstance(catalog, UploadFile):
-        raise InvalidRequest("missing_catalog", "send the catalog file in the form field 'catalog'")
+    catalog = catalog if isinstance(catalog, UploadFile) and catalog.filename else None
     radius = form.get("radius_arcsec") or None
     if radius is not None:
         try:
             radius = float(radius) if isinstance(radius, str) else math.nan
         except ValueError:
             radius = math.nan
-    job, kind = form.get("job"), form.get("kind") or "components"
-    return CatalogForm(job if isinstance(job, str) else None, catalog.filename, await catalog.read(), radius,
-                       kind if isinstance(kind, str) else "")  # fmt: skip
+    job, job_b, kind = form.get("job"), form.get("job_b"), form.get("kind") or "components"
+    return ComparisonForm(job if isinstance(job, str) else None, job_b if isinstance(job_b, str) else None,
+                          catalog.filename if catalog else None, await catalog.read() if catalog else b"", radius,
+                          kind if isinstance(kind, str) else "")  # fmt: skip
 
 
 class Counts(msgspec.Struct):
@@ -184,7 +186,7 @@ class CompareController(Controller):
         names (ra, RAJ2000, ...; degrees unless the column has a unit, or sexagesimal), the flux likewise (int_flux,
         total_flux, Fint, S_int, ...; Jy unless the column has a unit); the catalog's rows outside the image take no
         part. A catalog without positions is refused with 422 naming what is missing."""
-        form = await catalog_form(request)
+        form = await comparison_form(request)
         comparison = await anyio.to_thread.run_sync(
             lambda: appliance.comparisons.create_with_catalog(
                 user, form.job, form.filename, form.content, form.radius_arcsec, form.kind

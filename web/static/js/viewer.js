@@ -1,5 +1,5 @@
 // The sky viewer: Aladin Lite 3.8.2 fully offline (no survey, no HiPS list, no usage logging), the image the server
-// validated, and the job's components as FWHM ellipses. A click inside an ellipse selects it (Aladin itself only
+// validated, and the job's components as FWHM ellipses, or a comparison's rows as one coloured marker per class. A click inside an ellipse selects it (Aladin itself only
 // reacts on the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map,
 // with a colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
 import A from "/static/vendor/aladin-lite/aladin.js";
@@ -119,6 +119,10 @@ async function mount(el) {
     errorCallback: (e) => { status.error = "image: " + e; },
   });
   aladin.setOverlayImageLayer(image);
+  if (el.dataset.comparison) {
+    await showComparison(el, aladin, image);
+    return;
+  }
   const ring = A.graphicOverlay({color: "#00ff66", lineWidth: 4, name: "selected"});
   aladin.addOverlay(ring);
   const highlight = (s) => {  // a thick ring half again as large: the selection is seen at any zoom and stretch
@@ -157,6 +161,37 @@ async function mount(el) {
       const s = byId(id);
       if (!s) return null;
       const [x, y] = aladin.world2pix(s.ra, s.dec);
+      const rect = el.getBoundingClientRect();
+      return {x: rect.left + x, y: rect.top + y};
+    },
+  };
+}
+
+// A comparison's rows (matched, only A, only B), each class a catalog of its own colour and marker, as the legend
+// above the viewer shows them.
+async function showComparison(el, aladin, image) {
+  const classes = JSON.parse(el.dataset.classes);
+  let rows;
+  try {
+    rows = (await (await fetch(el.dataset.comparison)).json()).sources;
+  } catch (e) {
+    status.error = "comparison: " + e;
+    return;
+  }
+  const catalogs = {};
+  for (const c of classes) {
+    const catalog = A.catalog({name: c.label, color: c.color, shape: c.shape, sourceSize: 16});
+    aladin.addCatalog(catalog);
+    catalog.addSources(rows.filter((r) => r.class === c.name).map((r) => A.source(r.ra, r.dec, r)));
+    catalogs[c.name] = catalog;
+  }
+  status.catalog = true;
+  status.sources = rows.length;
+  if (status.image && status.shownMs === null) status.shownMs = performance.now() - started;
+  window.caesarViewer = {
+    aladin, image, catalogs,
+    screenPosition(ra, dec) {
+      const [x, y] = aladin.world2pix(ra, dec);
       const rect = el.getBoundingClientRect();
       return {x: rect.left + x, y: rect.top + y};
     },
