@@ -120,26 +120,48 @@ def _usable(column: Any) -> bool:
 
 
 def _angles(table: Table, name: str, filename: str, sexagesimal_unit: u.Unit) -> np.ndarray:
-    """Degrees, from numbers in the column's unit (degrees when it has none) or sexagesimal text."""
+    """Degrees (NaN where blank), from numbers in the column's unit (degrees when it has none; hours of time count as
+    hours of angle) or from text: numbers in degrees, or sexagesimal (RA in hours)."""
     column = table[name]
-    values = column.filled(np.nan) if hasattr(column, "filled") and column.dtype.kind in "iuf" else column
     if column.dtype.kind in "SU":
+        texts = np.ma.asarray(column).astype(str).filled("")
+        texts = np.char.strip(texts.astype(str))
+        given = (texts != "") & (texts != "--")
+        numeric = all(re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", t) for t in texts[given])
+        degrees = np.full(len(texts), np.nan)
         try:
-            texts = [str(v).strip() for v in np.asarray(column).astype(str)]
-            numeric = all(re.fullmatch(r"[+-]?\d+(\.\d*)?([eE][+-]?\d+)?", t) for t in texts)
-            angles = Angle(texts, unit=u.deg if numeric else sexagesimal_unit)
-        except Exception:
+            degrees[given] = Angle(list(texts[given]), unit=u.deg if numeric else sexagesimal_unit).to_value(u.deg)
+        except Exception:  # astropy's angle parser raises several kinds
             raise InvalidContent(
                 "invalid_positions", f"{filename}: column {name} holds neither numbers nor sexagesimal angles"
             ) from None
-        return angles.to_value(u.deg)
-    unit = column.unit or u.deg
+        return degrees
+    unit = _unit(column, u.deg, u.deg, u.hour)
     try:
-        return (np.asarray(values, dtype=float) * unit).to_value(u.deg)
-    except u.UnitConversionError:
+        if unit.physical_type == "time":
+            return (_numbers(column) * unit.to(u.hour) * u.hourangle).to_value(u.deg)
+        return (_numbers(column) * unit).to_value(u.deg)
+    except (u.UnitsError, ValueError, TypeError):  # not an angle
         raise InvalidContent(
             "invalid_positions", f"{filename}: column {name} is in {unit}, which is not an angle"
         ) from None
+
+
+def _unit(column: Any, default: u.UnitBase, *expected: u.UnitBase) -> u.UnitBase:
+    """The column's unit; one that is none of the expected kinds is read again as a plain word: a VOTable's
+    "degrees" is otherwise taken for a prefixed unit."""
+    unit = column.unit
+    if unit is None:
+        return default
+    if not any(unit.is_equivalent(kind) for kind in expected):
+        again = u.Unit(str(unit).strip().removesuffix("s"), parse_strict="silent")
+        return again if any(again.is_equivalent(kind) for kind in expected) else unit
+    return unit
+
+
+def _numbers(column: Any) -> np.ndarray:
+    """The column as floats, NaN where a value is masked (blank)."""
+    return np.ma.asarray(column).astype(float).filled(np.nan)
 
 
 def _fluxes(table: Table, name: str, filename: str) -> np.ndarray:
@@ -147,11 +169,10 @@ def _fluxes(table: Table, name: str, filename: str) -> np.ndarray:
     column = table[name]
     if column.dtype.kind not in "iuf":
         raise InvalidContent("invalid_fluxes", f"{filename}: column {name} does not hold numbers")
-    values = np.asarray(column.filled(np.nan) if hasattr(column, "filled") else column, dtype=float)
-    unit = column.unit or (u.mJy if "mjy" in name.lower() else u.Jy)
+    unit = _unit(column, u.mJy if "mjy" in name.lower() else u.Jy, u.Jy, u.Jy / u.beam)
     try:
-        return (values * (unit * u.beam if unit.is_equivalent(u.Jy / u.beam) else unit)).to_value(u.Jy)
-    except u.UnitConversionError:
+        return (_numbers(column) * (unit * u.beam if unit.is_equivalent(u.Jy / u.beam) else unit)).to_value(u.Jy)
+    except (u.UnitsError, ValueError, TypeError):  # not a flux density
         raise InvalidContent(
             "invalid_fluxes", f"{filename}: column {name} is in {unit}, which is not a flux density"
         ) from None

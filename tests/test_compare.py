@@ -296,3 +296,32 @@ def test_comparison_pages_make_show_and_delete_comparisons(client, sky, image):
     assert client.post(f"{with_plain_form}/delete", follow_redirects=False).status_code == 303
     assert client.get(f"{API}/comparisons").json() == []
     assert not any((client.appliance.settings.home / "comparisons").rglob("*.vot"))
+
+
+def test_catalog_columns_are_found_and_read_in_their_units():
+    from astropy import units as u
+
+    from appliance.errors import InvalidContent
+    from appliance.uploaded_catalogs import read_catalog
+
+    survey = Table({"Name": ["J1", "J2"], "RAJ2000": [10.0, 10.5], "DEdeg": [-30.0, -29.5], "Speak": [2.0, 4.0],
+                    "Total_flux_mJy": [1.5, 3.0]})  # fmt: skip
+    survey["RAJ2000"].unit, survey["Speak"].unit = u.hour, u.mJy / u.beam  # VizieR's RA in hours of time
+    read = read_catalog("survey.vot", as_bytes(survey, "votable"))
+    assert read.columns == {"ra": "RAJ2000", "dec": "DEdeg", "flux": "Total_flux_mJy"}  # integrated before peak
+    np.testing.assert_allclose(read.table["ra"], [150.0, 157.5])
+    np.testing.assert_allclose(read.table["int_flux"], [1.5e-3, 3e-3])
+    peak_only = survey["RAJ2000", "DEdeg", "Speak"]
+    np.testing.assert_allclose(read_catalog("peak.vot", as_bytes(peak_only, "votable")).table["int_flux"], [2e-3, 4e-3])
+    spelled = Table({"RA": [150.0], "DEC": [-30.0]})
+    spelled["RA"].unit = spelled["DEC"].unit = "degrees"  # not a VOUnit, but what people write
+    with pytest.warns(Warning, match="degrees"):
+        spelled_bytes = as_bytes(spelled, "votable")
+    assert read_catalog("spelled.vot", spelled_bytes).table["ra"][0] == pytest.approx(150.0)
+    by_ucd = Table({"alpha_x": [150.0], "delta_x": [-30.0], "ra": [1.0], "dec": [2.0]})
+    by_ucd["alpha_x"].meta["ucd"], by_ucd["delta_x"].meta["ucd"] = "pos.eq.ra;meta.main", "pos.eq.dec;meta.main"
+    assert read_catalog("ucd.vot", as_bytes(by_ucd, "votable")).columns["ra"] == "alpha_x"
+    for name, content in (("blank.csv", b"ra,dec\n10:00:00,-30:00:00\n,-30:00:00\n"),
+                          ("gap.csv", b"ra,dec\n150,-30\n150.1,\n")):  # fmt: skip
+        with pytest.raises(InvalidContent, match=r"1 row\(s\) have no valid position .*\(rows 2\)"):
+            read_catalog(name, content)
