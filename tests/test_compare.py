@@ -264,7 +264,9 @@ def test_comparison_pages_make_show_and_delete_comparisons(client, sky, image):
     assert f'data-comparison="/caesar/api/v1.0/compare/{compare_id}/table?format=json"' in shown
     assert 'name="layer"' in shown and f"/files/{file_uuid}/view.fits" in shown  # the image, with its controls
     assert f'src="/caesar/api/v1.0/compare/{compare_id}/plot"' in shown
-    assert shown.count('<tr data-class="matched">') == 20
+    assert shown.count('<tr data-class="matched"') == 20
+    for text in (shown, chosen):
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), "a page loads from outside"
     rows = client.get(f"{API}/compare/{compare_id}/table", params={"format": "json"}).json()["sources"]
     assert len(rows) == 20 and {row["class"] for row in rows} == {"matched"} and "ra" in rows[0]
     assert client.get(f"/comparisons/{compare_id}/table", params={"class": "only_b"}).text.count("<tr data-") == 0

@@ -443,6 +443,12 @@ def test_a_job_compared_with_a_published_catalog_in_the_browser(page, server, tm
     expect(page.locator("table.comparison tbody tr")).to_have_count(sum(len(p) for p in where.values()))
     page.locator(".filters a", has_text="only in B").click()
     expect(page.locator("table.comparison tbody tr")).to_have_count(len(where["only_b"]))
+    row = page.locator("table.comparison tbody tr").nth(1)  # a row centres the viewer on its source
+    row.click()
+    expect(row).to_have_class(re.compile("selected"))
+    centre = page.evaluate("window.caesarViewer.aladin.getRaDec()")
+    target = SkyCoord(*where["only_b"][1], unit="deg")
+    assert target.separation(SkyCoord(*centre, unit="deg")).arcsec < 1.0
     shoot(page, "comparison")
 
     compare_id = page.url.rsplit("/", 1)[1]

@@ -60,7 +60,7 @@ class CatalogUpload(IdempotentOperation):
                     type=text,
                     format=OpenAPIFormat.BINARY,
                     description="The catalog file (side B): " + ", ".join(sorted(CATALOG_FORMATS)),
-                ),  # fmt: skip
+                ),
                 "radius_arcsec": Schema(type=text, description="The match radius (default: the beam major axis)"),
                 "kind": Schema(type=text, enum=list(KINDS), description="Job A's islands or components"),
             },

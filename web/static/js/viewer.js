@@ -188,8 +188,26 @@ async function showComparison(el, aladin, image) {
   status.catalog = true;
   status.sources = rows.length;
   if (status.image && status.shownMs === null) status.shownMs = performance.now() - started;
+  const ring = A.graphicOverlay({color: "#ffe066", lineWidth: 3, name: "selected"});
+  aladin.addOverlay(ring);
+  const goTo = (ra, dec) => {  // a row of the table: centred and ringed
+    ring.removeAll();
+    ring.add(A.circle(ra, dec, 12 / 3600, {color: "#ffe066", lineWidth: 3}));
+    aladin.gotoRaDec(ra, dec);
+    status.selected = [ra, dec];
+  };
+  const onRow = (e) => {
+    const row = e.target.closest("table.comparison tr[data-ra]");
+    if (!row || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    if (e.type === "keydown") e.preventDefault();
+    document.querySelectorAll("table.comparison tr.selected").forEach((r) => r.classList.remove("selected"));
+    row.classList.add("selected");
+    goTo(+row.dataset.ra, +row.dataset.dec);
+  };
+  document.addEventListener("click", onRow);
+  document.addEventListener("keydown", onRow);
   window.caesarViewer = {
-    aladin, image, catalogs,
+    aladin, image, catalogs, goTo,
     screenPosition(ra, dec) {
       const [x, y] = aladin.world2pix(ra, dec);
       const rect = el.getBoundingClientRect();
