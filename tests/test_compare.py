@@ -327,3 +327,38 @@ def test_catalog_columns_are_found_and_read_in_their_units():
                           ("gap.csv", b"ra,dec\n150,-30\n150.1,\n")):  # fmt: skip
         with pytest.raises(InvalidContent, match=r"1 row\(s\) have no valid position .*\(rows 2\)"):
             read_catalog(name, content)
+
+
+def test_a_finder_against_caesar_on_a_real_field(client, shared_data):
+    """sep on the real SCORPIO S17 field (a 4-axis NCP cube) against caesar's own components of it, sent as the CSV
+    a user would make of caesar's table: first with caesar's column names, refused with what is missing, then with
+    plain ones."""
+    import csv
+
+    lines = (shared_data / "caesar-runs" / "scorpio-s17" / "catalog_fitcomp.dat").read_text().splitlines()
+    names = next(line for line in lines if line.startswith("# name\t"))[2:].split("\t")
+    rows = [dict(zip(names, line.split("\t"), strict=False)) for line in lines if line and not line.startswith("#")]
+
+    def as_csv(columns):
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(columns.values())
+        writer.writerows([row[name] for name in columns] for row in rows)
+        return text.getvalue().encode()
+
+    job_id = finished_job(client, upload_file(client, shared_data / "ScorpioS17Field.fits"))
+    raw = as_csv({"name": "name", "x_wcs(deg)": "x_wcs(deg)", "y_wcs(deg)": "y_wcs(deg)", "S(Jy)": "S(Jy)"})
+    refused = client.post(f"{API}/compare/catalog", data={"job": job_id}, files={"catalog": ("caesar.csv", raw)})
+    assert refused.status_code == 422 and refused.json()["error"] == "no_positions"
+    assert refused.json()["details"]["columns"] == ["name", "x_wcs(deg)", "y_wcs(deg)", "S(Jy)"]
+    plain = as_csv({"name": "name", "x_wcs(deg)": "RA (deg)", "y_wcs(deg)": "Dec (deg)", "S(Jy)": "S (Jy)"})
+    reply = client.post(f"{API}/compare/catalog", data={"job": job_id}, files={"catalog": ("caesar.csv", plain)})
+    assert reply.status_code == 201, reply.text
+    result = reply.json()
+    counts, components = result["counts"], len(client.get(f"{API}/job/{job_id}/source-components").json()["sources"])
+    # caesar found every one of its components on this image: none may fall off it through the cube's NCP WCS
+    assert result["catalog"]["outside_image"] == 0 and counts["matched"] + counts["only_b"] == len(rows)
+    assert counts["matched"] + counts["only_a"] == components
+    # on this Galactic-plane field the finders split the emission differently (reference/finders.md), but the
+    # sources both find are the same ones, within a pixel (1.5")
+    assert counts["matched"] >= 20 and result["offset_arcsec"]["median"] < 1.5
