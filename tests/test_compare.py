@@ -157,7 +157,8 @@ def test_compare_a_job_with_a_published_catalog_in_every_format(client, sky):
 
 
 def test_a_catalog_without_fluxes_compares_positions_only(client, sky):
-    job_id = finished_job(client, upload_file(client, sky[0]))
+    file_uuid = upload_file(client, sky[0])
+    job_id = finished_job(client, file_uuid)
     positions = Table({"ra": sky[1]["ra"], "dec": sky[1]["dec"]})
     reply = client.post(
         f"{API}/compare/catalog",
@@ -169,6 +170,16 @@ def test_a_catalog_without_fluxes_compares_positions_only(client, sky):
     assert result["counts"]["matched"] == 20 and result["radius_arcsec"] == 3 and result["kind"] == "islands"
     assert result["flux_ratio"]["median"] is None and result["catalog"]["columns"]["flux"] is None
     assert client.get(f"{API}/compare/{result['compare_id']}/plot").content.startswith(b"\x89PNG")
+    page = client.get(f"/comparisons/{result['compare_id']}", headers=HTML).text
+    assert "data-viewer" in page and "flux none (no flux ratios)" in page
+
+    # the image deleted: the comparison stays, without the viewer; a new one needs the image's footprint
+    assert client.post(f"{API}/delete/{file_uuid}").status_code == 200
+    page = client.get(f"/comparisons/{result['compare_id']}", headers=HTML)
+    assert page.status_code == 200 and "The image was deleted" in page.text and "data-viewer" not in page.text
+    again = client.post(f"{API}/compare/catalog", data={"job": job_id},
+                        files={"catalog": ("positions.csv", as_bytes(positions, "ascii.csv"))})  # fmt: skip
+    assert again.status_code == 422 and again.json()["error"] == "image_deleted"
 
 
 def test_bad_catalogs_are_refused_and_leave_nothing(client, sky, settings):

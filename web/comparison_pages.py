@@ -9,6 +9,7 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import numpy as np
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -105,7 +106,13 @@ def table_context(appliance: Appliance, user: str, comparison_id: str, shown: st
     filters = {"class": shown} if shown else {}
     return {
         "comparison": document(comparison),
-        "rows": [dict(zip(table.colnames, row, strict=True)) for row in table[start : start + TABLE_PAGE]],
+        "rows": [
+            {
+                name: math.nan if value is np.ma.masked else value
+                for name, value in zip(table.colnames, row, strict=True)
+            }
+            for row in table[start : start + TABLE_PAGE]
+        ],  # a VOTable's empty cells (NaN when written) are masked
         "shown": shown,
         "legend": LEGEND,
         "colours": COLOURS,
