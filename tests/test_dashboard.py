@@ -449,6 +449,13 @@ def test_a_job_compared_with_a_published_catalog_in_the_browser(page, server, tm
     centre = page.evaluate("window.caesarViewer.aladin.getRaDec()")
     target = SkyCoord(*where["only_b"][1], unit="deg")
     assert target.separation(SkyCoord(*centre, unit="deg")).arcsec < 1.0
+    first_row = page.locator("table.comparison tbody tr").nth(0)  # and a marker selects its row
+    page.locator("#viewer").scroll_into_view_if_needed()
+    marker = page.evaluate("([ra, dec]) => window.caesarViewer.screenPosition(ra, dec)",
+                           [float(v) for v in where["only_b"][0]])  # fmt: skip
+    page.mouse.click(marker["x"], marker["y"])
+    expect(first_row).to_have_class(re.compile("selected"))
+    expect(row).not_to_have_class(re.compile("selected"))
     shoot(page, "comparison")
 
     compare_id = page.url.rsplit("/", 1)[1]

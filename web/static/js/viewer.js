@@ -1,5 +1,6 @@
 // The sky viewer: Aladin Lite 3.8.2 fully offline (no survey, no HiPS list, no usage logging), the image the server
-// validated, and the job's components as FWHM ellipses, or a comparison's rows as one coloured marker per class. A click inside an ellipse selects it (Aladin itself only
+// validated, and the job's components as FWHM ellipses, or a comparison's rows as one coloured marker per class (a
+// marker and its table row select each other). A click inside an ellipse selects it (Aladin itself only
 // reacts on the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map,
 // with a colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
 import A from "/static/vendor/aladin-lite/aladin.js";
@@ -206,6 +207,25 @@ async function showComparison(el, aladin, image) {
   };
   document.addEventListener("click", onRow);
   document.addEventListener("keydown", onRow);
+  aladin.on("click", (e) => {  // a marker (within 10 screen pixels): its row, when the table shows it
+    if (!e || e.isDragging) return;
+    const [cx, cy] = aladin.world2pix(e.ra, e.dec);
+    let best = null;
+    for (const catalog of Object.values(catalogs)) {
+      for (const s of catalog.getSources()) {
+        const [x, y] = aladin.world2pix(s.ra, s.dec) || [NaN, NaN];
+        const d = Math.hypot(x - cx, y - cy);
+        if (d <= 10 && (!best || d < best.d)) best = {s, d};
+      }
+    }
+    if (!best) return;
+    const {data} = best.s;
+    const key = [data.class, data.component_a, data.component_b].join("/");
+    document.querySelectorAll("table.comparison tr.selected").forEach((r) => r.classList.remove("selected"));
+    const row = document.querySelector(`table.comparison tr[data-key="${key}"]`);
+    if (row) { row.classList.add("selected"); row.scrollIntoView({block: "nearest"}); }
+    status.clicked = key;
+  });
   window.caesarViewer = {
     aladin, image, catalogs, goTo,
     screenPosition(ra, dec) {
