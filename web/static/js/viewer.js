@@ -1,8 +1,8 @@
 // The sky viewer: Aladin Lite 3.8.2 fully offline (no survey, no HiPS list, no usage logging), the image the server
 // validated, and the job's components as FWHM ellipses, or a comparison's rows as one coloured marker per class (a
-// marker and its table row select each other). A click inside an ellipse selects it (Aladin itself only
-// reacts on the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map,
-// with a colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
+// marker and its table row select each other). A click inside an ellipse selects it (Aladin itself only reacts on
+// the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map, with a
+// colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
 import A from "/static/vendor/aladin-lite/aladin.js";
 
 const status = (window.__viewer = {image: false, catalog: false, sources: 0, error: null, shownMs: null});
