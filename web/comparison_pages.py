@@ -9,6 +9,7 @@ import math
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
 import numpy as np
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
@@ -153,18 +154,21 @@ class ComparisonPagesController(Controller):
                      user: NamedDependency[str]) -> Redirect | Template:  # fmt: skip
         """The form: job A, and job B or a catalog file."""
         form = await comparison_form(request)
-        try:
+
+        def compare() -> Comparison:
             if form.job_b:
-                comparison = appliance.comparisons.create(user, [form.job, form.job_b], form.radius_arcsec, form.kind)
-            elif form.filename:
-                comparison = appliance.comparisons.create_with_catalog(
+                return appliance.comparisons.create(user, [form.job, form.job_b], form.radius_arcsec, form.kind)
+            if form.filename:
+                return appliance.comparisons.create_with_catalog(
                     user, form.job, form.filename, form.content, form.radius_arcsec, form.kind
                 )
-            else:
-                raise InvalidRequest("missing_b", "choose job B, or a catalog file to compare job A with")
+            raise InvalidRequest("missing_b", "choose job B, or a catalog file to compare job A with")
+
+        try:
+            comparison = await anyio.to_thread.run_sync(compare)
         except ApplianceError as exc:
             status = http_status_of(exc)
-            context = list_context(appliance, user, 1, form.job)
+            context = await anyio.to_thread.run_sync(list_context, appliance, user, 1, form.job)
             return page("Comparisons", "Comparisons", "comparisons.html", status_code=status, form_error=exc.message,
                         **context)  # fmt: skip
         return Redirect(f"/comparisons/{comparison.id}", status_code=303)
