@@ -99,14 +99,15 @@ class Job(Base):
 
 
 class Comparison(Base):
-    """Two finished jobs on one image, cross-matched; the products are in <home>/comparisons/<user>/<id>/."""
+    """A finished job cross-matched with another on the same image, or with an uploaded catalog (job_b is then null
+    and the summary names the catalog); the products are in <home>/comparisons/<user>/<id>/."""
 
     __tablename__ = "comparisons"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     user: Mapped[str] = mapped_column(String(128))
     job_a: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
-    job_b: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    job_b: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     kind: Mapped[str] = mapped_column(String(16))
     radius_arcsec: Mapped[float] = mapped_column(Float)
     created: Mapped[datetime] = mapped_column(UTCDateTime)

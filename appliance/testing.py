@@ -248,7 +248,7 @@ def score_against_truth(found: Table, truth: Table, radius_arcsec: float, snr_mi
 
 def populate(server: ServerProcess, folder: Path) -> dict[str, list[str]]:
     """Give a running appliance something to serve, through its API: images (one gzipped), finished jobs with all
-    their products, a cancelled job, a comparison. Returns the ids by kind ("file", "job", "comparison", "job_file");
+    their products, a cancelled job, comparisons (one with a catalog file). Returns the ids by kind ("file", "job", "comparison", "job_file");
     the last of each kind of file and job is a spare that a fuzzer may delete."""
     import gzip
 
@@ -256,7 +256,9 @@ def populate(server: ServerProcess, folder: Path) -> dict[str, list[str]]:
 
     folder.mkdir(parents=True, exist_ok=True)
     sky = folder / "sky.fits"
-    make_sky(sky, size=128, n_sources=5)
+    truth = make_sky(sky, size=128, n_sources=5)
+    published = folder / "published.csv"
+    truth["ra", "dec", "int_flux"][1:].write(published, format="ascii.csv", overwrite=True)
     packed = folder / "sky.fits.gz"
     packed.write_bytes(gzip.compress(sky.read_bytes()))
     with httpx.Client(base_url=server.api, headers=server.headers, timeout=120) as api:
@@ -284,9 +286,15 @@ def populate(server: ServerProcess, folder: Path) -> dict[str, list[str]]:
                 time.sleep(0.1)
             if state != "SUCCESS":
                 raise RuntimeError(f"job {job_id} ended {state}: {api.get(f'/job/{job_id}/log').text}")
+        with_catalog = api.post(
+            "/compare/catalog", data={"job": finished[0]}, files={"catalog": (published.name, published.read_bytes())}
+        )
         comparisons = [
-            answer(api.post("/compare", json={"jobs": pair}), 201)["compare_id"]
-            for pair in (finished[:2], finished[1::-1])
+            answer(with_catalog, 201)["compare_id"],
+            *(
+                answer(api.post("/compare", json={"jobs": pair}), 201)["compare_id"]
+                for pair in (finished[:2], finished[1::-1])
+            ),
         ]
         job_files = [entry["name"] for entry in answer(api.get(f"/job/{finished[0]}/files"))]
     return {

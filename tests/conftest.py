@@ -203,3 +203,36 @@ def sky_ellipse_the_long_way(wcs, x: float, y: float, major_px: float, minor_px:
 def angle_difference(a, b):
     """|a - b| for axis directions, in [0, 90] deg."""
     return np.abs((np.asarray(a) - np.asarray(b) + 90.0) % 180.0 - 90.0)
+
+
+def published_catalog(image: Path, truth, drop: int = 3, extra: int = 2):
+    """A catalog "published" for the sky of ``image``: its truth without the first ``drop`` sources, plus ``extra``
+    made-up sources where the image has none and one far off the image, with survey-style columns (RAJ2000 and
+    DEJ2000 in degrees, S_int in mJy). Returns the table and where each class must be: the dropped sources (only in
+    A), the made-up ones (only in B), the kept ones (matched), as (ra, dec) arrays, and the rows off the image."""
+    from astropy import units as u
+    from astropy.table import Table
+    from astropy.wcs import WCS
+
+    wcs = WCS(fits.getheader(image)).celestial
+    ny, nx = fits.getdata(image).shape[-2:]
+    empty = []
+    for y in range(24, ny - 24, 8):
+        for x in range(24, nx - 24, 8):
+            far_from_sources = np.hypot(truth["x"] - x, truth["y"] - y).min() > 40
+            if far_from_sources and all(np.hypot(x - ex, y - ey) > 40 for ex, ey in empty):
+                empty.append((x, y))
+    made_up = wcs.pixel_to_world(*np.array(empty[:extra], dtype=float).T)
+    assert len(made_up) == extra, "the image has no room for the made-up sources"
+    kept = truth[drop:]
+    ra = np.concatenate([kept["ra"], made_up.ra.deg, [wcs.wcs.crval[0] + 2.0]])
+    dec = np.concatenate([kept["dec"], made_up.dec.deg, [wcs.wcs.crval[1]]])
+    flux = np.concatenate([kept["int_flux"] * 1e3, np.full(extra + 1, 5.0)])
+    table = Table({"RAJ2000": ra, "DEJ2000": dec, "S_int": flux}, units={"RAJ2000": u.deg, "DEJ2000": u.deg,
+                                                                           "S_int": u.mJy})  # fmt: skip
+    where = {
+        "matched": np.column_stack([kept["ra"], kept["dec"]]),
+        "only_a": np.column_stack([truth["ra"][:drop], truth["dec"][:drop]]),
+        "only_b": np.column_stack([made_up.ra.deg, made_up.dec.deg]),
+    }
+    return table, where, 1

@@ -356,3 +356,116 @@ def test_a_page_on_another_port_cannot_act_through_the_session(browser, server, 
         cancel = http.get(f"{API}/job/{job_id}/cancel")  # caesar-rest's GET form, with the token
         assert cancel.status_code == 200 and cancel.json()["state"] == "CANCELED"
         assert http.get(f"{API}/delete/{file_uuid}").status_code == 200
+
+
+# the pixels of the catalog layer around a position, counted by which of the given colours each is close to
+COUNT_COLOURS_AT = """([ra, dec, colours]) => {
+  const viewer = window.caesarViewer, canvas = viewer.aladin.view.catalogCanvas;
+  const scale = canvas.width / canvas.clientWidth, [x, y] = viewer.aladin.world2pix(ra, dec), r = Math.round(12 * scale);
+  const data = canvas.getContext("2d").getImageData(Math.round(x * scale) - r, Math.round(y * scale) - r, 2 * r + 1,
+                                                    2 * r + 1).data;
+  const counts = colours.map(() => 0);
+  for (let i = 0; i < data.length; i += 4) {
+    if (data[i + 3] < 200) continue;
+    colours.forEach((c, k) => {
+      if (Math.abs(data[i] - c[0]) + Math.abs(data[i + 1] - c[1]) + Math.abs(data[i + 2] - c[2]) < 60) counts[k]++;
+    });
+  }
+  return counts;
+}"""
+
+
+def test_a_job_compared_with_a_published_catalog_in_the_browser(page, server, tmp_path):
+    """From a job page to a comparison with a catalog file: each class is drawn in its own colour where its sources
+    are, the legend and the plots show, and the comparison is deleted from the list."""
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+    from playwright.sync_api import expect
+
+    from appliance.compare import CLASSES, COLOURS
+    from tests.conftest import published_catalog
+
+    field = tmp_path / "compared.fits"
+    truth = make_sky(field, size=256, n_sources=20, seed=11)
+    published, where, off_image = published_catalog(field, truth)
+    catalog = tmp_path / "published.vot"
+    published.write(catalog, format="votable")
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as api:
+        file_uuid = api.post("/upload", files={"file": (field.name, field.read_bytes())}).json()["uuid"]
+        job_id = api.post("/job", json={"app": "sep", "data_inputs": file_uuid}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while api.get(f"/job/{job_id}/status").json()["state"] != "SUCCESS":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+
+    page.goto(f"{server.url}/jobs/{job_id}")
+    page.get_by_role("link", name="Compare with another job or a published catalog").click()
+    expect(page.locator("#cmp-job")).to_have_value(job_id)
+    page.set_input_files("#cmp-catalog", str(catalog))
+    page.click("#compare-form button[type=submit]")
+    page.wait_for_url(re.compile(r"/comparisons/[0-9a-f-]{36}$"))
+    for cls, positions in where.items():
+        expect(page.locator(f'[data-count="{cls}"]')).to_have_text(str(len(positions)))
+    expect(page.locator("table.facts")).to_contain_text(f"{len(published)}, of which {off_image} outside the image")
+
+    page.wait_for_function("window.__viewer && window.__viewer.image && window.__viewer.catalog", timeout=60000)
+    assert page.evaluate("window.__viewer.error") is None
+    drawn = page.evaluate(
+        "() => Object.fromEntries(Object.entries(window.caesarViewer.catalogs).map(([name, c]) => "
+        "[name, {color: c.color, positions: c.getSources().map(s => [s.ra, s.dec])}]))"
+    )
+    assert set(drawn) == set(CLASSES)
+    for cls, positions in where.items():
+        assert drawn[cls]["color"] == COLOURS[cls] and len(drawn[cls]["positions"]) == len(positions), cls
+        shown = SkyCoord(np.array(drawn[cls]["positions"]), unit="deg")
+        _, separation, _ = shown.match_to_catalog_sky(SkyCoord(positions, unit="deg"))
+        assert (separation.arcsec < 1.0).all(), (cls, separation.arcsec)
+
+    # on the screen: around every source, pixels of its class's colour and of no other
+    page.locator("#viewer").scroll_into_view_if_needed()
+    rgb = [[int(COLOURS[cls][i : i + 2], 16) for i in (1, 3, 5)] for cls in CLASSES]
+    first = [*where["matched"][0], rgb]
+    page.wait_for_function(f"({COUNT_COLOURS_AT})({json.dumps(first)})[0] > 0", timeout=30000)
+    for k, cls in enumerate(CLASSES):
+        for ra, dec in drawn[cls]["positions"]:
+            counts = page.evaluate(COUNT_COLOURS_AT, [ra, dec, rgb])
+            assert counts[k] > 5 and sum(counts) == counts[k], (cls, ra, dec, counts)
+
+    legend = page.locator(".legend-line li")
+    expect(legend).to_have_count(3)
+    for k, cls in enumerate(CLASSES):
+        colour = legend.nth(k).locator(".marker").evaluate("m => getComputedStyle(m).borderTopColor")
+        assert colour == "rgb({}, {}, {})".format(*rgb[k]), cls
+    plot = page.locator("img.plot")
+    plot.scroll_into_view_if_needed()
+    page.wait_for_function("document.querySelector('img.plot').complete")
+    assert plot.evaluate("img => img.naturalWidth") == 1100
+    expect(page.locator("table.comparison tbody tr")).to_have_count(sum(len(p) for p in where.values()))
+    page.locator(".filters a", has_text="only in B").click()
+    expect(page.locator("table.comparison tbody tr")).to_have_count(len(where["only_b"]))
+    row = page.locator("table.comparison tbody tr").nth(1)  # a row centres the viewer on its source
+    row.click()
+    expect(row).to_have_class(re.compile("selected"))
+    centre = page.evaluate("window.caesarViewer.aladin.getRaDec()")
+    target = SkyCoord(*where["only_b"][1], unit="deg")
+    assert target.separation(SkyCoord(*centre, unit="deg")).arcsec < 1.0
+    first_row = page.locator("table.comparison tbody tr").nth(0)  # and a marker selects its row
+    page.locator("#viewer").scroll_into_view_if_needed()
+    marker = page.evaluate("([ra, dec]) => window.caesarViewer.screenPosition(ra, dec)",
+                           [float(v) for v in where["only_b"][0]])  # fmt: skip
+    page.mouse.click(marker["x"], marker["y"])
+    expect(first_row).to_have_class(re.compile("selected"))
+    expect(row).not_to_have_class(re.compile("selected"))
+    shoot(page, "comparison")
+
+    compare_id = page.url.rsplit("/", 1)[1]
+    page.goto(server.url + "/comparisons")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("tr", has=page.locator(f'a[href="/comparisons/{compare_id}"]')).get_by_role(
+        "link", name="Delete"
+    ).click()
+    expect(page.locator("#comparisons-table")).to_contain_text(f"Comparison {compare_id[:8]} deleted.")
+    expect(page.locator(f'#comparisons-table a[href="/comparisons/{compare_id}"]')).to_have_count(0)
+    with httpx.Client(base_url=server.api, headers=server.headers) as api:
+        assert api.get(f"/compare/{compare_id}").status_code == 404
+    assert page.js_errors == []

@@ -37,10 +37,15 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     for route, method, media_type in [
         ("/job", "post", "application/json"),
         ("/compare", "post", "application/json"),
+        ("/compare/catalog", "post", "multipart/form-data"),
         ("/upload", "post", "multipart/form-data"),
         ("/upload/{filename}", "put", "application/octet-stream"),
     ]:
         assert media_type in paths[API + route][method]["requestBody"]["content"], route
+    with_catalog = paths[API + "/compare/catalog"]["post"]
+    assert with_catalog["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["job", "catalog"]
+    assert "Idempotency-Key" in [parameter["name"] for parameter in with_catalog["parameters"]]
+    assert {"201", "400", "404", "413", "415", "422"} <= set(with_catalog["responses"])
     submit = paths[API + "/job"]["post"]["responses"]
     assert set(submit) == {"202", "400", "401", "403", "404", "409", "413", "422", "507"}
     assert submit["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}

@@ -18,6 +18,7 @@ from appliance.core import Appliance
 from web.apps import AppsController
 from web.auth import LoginRequired, login, login_form, login_link, logout
 from web.compare import CompareController
+from web.comparison_pages import ComparisonPagesController
 from web.dashboard import TEMPLATE_CONFIG, DashboardController
 from web.errors import EXCEPTION_HANDLERS
 from web.events import EventsController
@@ -39,6 +40,7 @@ def create_app(appliance: Appliance) -> Litestar:
     return Litestar(
         route_handlers=[
             DashboardController,
+            ComparisonPagesController,
             EventsController,
             FilesController,
             AppsController,

@@ -1,7 +1,8 @@
 // The sky viewer: Aladin Lite 3.8.2 fully offline (no survey, no HiPS list, no usage logging), the image the server
-// validated, and the job's components as FWHM ellipses. A click inside an ellipse selects it (Aladin itself only
-// reacts on the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map,
-// with a colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
+// validated, and the job's components as FWHM ellipses, or a comparison's rows as one coloured marker per class (a
+// marker and its table row select each other). A click inside an ellipse selects it (Aladin itself only reacts on
+// the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map, with a
+// colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
 import A from "/static/vendor/aladin-lite/aladin.js";
 
 const status = (window.__viewer = {image: false, catalog: false, sources: 0, error: null, shownMs: null});
@@ -119,6 +120,10 @@ async function mount(el) {
     errorCallback: (e) => { status.error = "image: " + e; },
   });
   aladin.setOverlayImageLayer(image);
+  if (el.dataset.comparison) {
+    await showComparison(el, aladin, image);
+    return;
+  }
   const ring = A.graphicOverlay({color: "#00ff66", lineWidth: 4, name: "selected"});
   aladin.addOverlay(ring);
   const highlight = (s) => {  // a thick ring half again as large: the selection is seen at any zoom and stretch
@@ -157,6 +162,74 @@ async function mount(el) {
       const s = byId(id);
       if (!s) return null;
       const [x, y] = aladin.world2pix(s.ra, s.dec);
+      const rect = el.getBoundingClientRect();
+      return {x: rect.left + x, y: rect.top + y};
+    },
+  };
+}
+
+// A comparison's rows (matched, only A, only B), each class a catalog of its own colour and marker, as the legend
+// above the viewer shows them.
+async function showComparison(el, aladin, image) {
+  const classes = JSON.parse(el.dataset.classes);
+  let rows;
+  try {
+    rows = (await (await fetch(el.dataset.comparison)).json()).sources;
+  } catch (e) {
+    status.error = "comparison: " + e;
+    return;
+  }
+  const catalogs = {};
+  for (const c of classes) {
+    const catalog = A.catalog({name: c.label, color: c.color, shape: c.shape, sourceSize: 16});
+    aladin.addCatalog(catalog);
+    catalog.addSources(rows.filter((r) => r.class === c.name).map((r) => A.source(r.ra, r.dec, r)));
+    catalogs[c.name] = catalog;
+  }
+  status.catalog = true;
+  status.sources = rows.length;
+  if (status.image && status.shownMs === null) status.shownMs = performance.now() - started;
+  const ring = A.graphicOverlay({color: "#ffe066", lineWidth: 3, name: "selected"});
+  aladin.addOverlay(ring);
+  const goTo = (ra, dec) => {  // a row of the table: centred and ringed
+    ring.removeAll();
+    ring.add(A.circle(ra, dec, 12 / 3600, {color: "#ffe066", lineWidth: 3}));
+    aladin.gotoRaDec(ra, dec);
+    status.selected = [ra, dec];
+  };
+  const onRow = (e) => {
+    const row = e.target.closest("table.comparison tr[data-ra]");
+    if (!row || (e.type === "keydown" && e.key !== "Enter" && e.key !== " ")) return;
+    if (e.type === "keydown") e.preventDefault();
+    document.querySelectorAll("table.comparison tr.selected").forEach((r) => r.classList.remove("selected"));
+    row.classList.add("selected");
+    goTo(+row.dataset.ra, +row.dataset.dec);
+  };
+  document.addEventListener("click", onRow);
+  document.addEventListener("keydown", onRow);
+  aladin.on("click", (e) => {  // a marker (within 10 screen pixels): its row, when the table shows it
+    if (!e || e.isDragging) return;
+    const [cx, cy] = aladin.world2pix(e.ra, e.dec);
+    let best = null;
+    for (const catalog of Object.values(catalogs)) {
+      for (const s of catalog.getSources()) {
+        const [x, y] = aladin.world2pix(s.ra, s.dec) || [NaN, NaN];
+        const d = Math.hypot(x - cx, y - cy);
+        if (d <= 10 && (!best || d < best.d)) best = {s, d};
+      }
+    }
+    if (!best) return;
+    const {data} = best.s;
+    const key = [data.class, data.component_a, data.component_b].join("/");
+    document.querySelectorAll("table.comparison tr.selected").forEach((r) => r.classList.remove("selected"));
+    const row = document.querySelector(`table.comparison tr[data-key="${key}"]`);
+    if (row) { row.classList.add("selected"); row.scrollIntoView({block: "nearest"}); }
+    status.clicked = key;
+  });
+  window.caesarViewer = {
+    aladin, image, catalogs, goTo,
+    screenPosition(ra, dec) {
+      const [x, y] = aladin.world2pix(ra, dec);
       const rect = el.getBoundingClientRect();
       return {x: rect.left + x, y: rect.top + y};
     },
