@@ -54,6 +54,8 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     assert set(catalog["200"]["content"]) == {
         "application/x-votable+xml", "application/fits", "text/csv", "application/json", "text/plain"
     }  # fmt: skip
+    assert "schema" in catalog["200"]["content"]["application/json"]
+    assert "schema" not in catalog["206"]["content"]["application/json"]  # a byte range of JSON is not JSON
     assert set(paths[API + "/job/{job_id}/log"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     assert set(paths[API + "/job/{job_id}/output-plot"]["get"]["responses"]["200"]["content"]) == {"image/png"}
     assert set(paths[API + "/download/{file_uuid}"]["get"]["responses"]) >= {"200", "206", "404", "416"}

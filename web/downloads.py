@@ -69,18 +69,24 @@ def file_operation(*media_types: str, json: Schema | Reference | None = None) ->
         media_type: (json or Schema()) if media_type == "application/json" else binary for media_type in media_types
     }
 
-    def answer(description: str, **headers: OpenAPIHeader) -> OpenAPIResponse:
+    def answer(description: str, *, ranged: bool = False, **headers: OpenAPIHeader) -> OpenAPIResponse:
+        # A byte range of a JSON file is not a JSON document: its JSON media type has no schema.
         return OpenAPIResponse(
             description=description,
             headers={**_FILE_HEADERS, **headers},
-            content={media_type: OpenAPIMediaType(schema=schema) for media_type, schema in schemas.items()},
+            content={
+                media_type: OpenAPIMediaType(schema=None if ranged and media_type == "application/json" else schema)
+                for media_type, schema in schemas.items()
+            },
         )
 
     @dataclass
     class FileOperation(Operation):
         def __post_init__(self) -> None:
             self.parameters = [*(self.parameters or []), *_RANGE_PARAMETERS]
-            ranged = answer("The byte range asked for", **{"Content-Range": _header("bytes <first>-<last>/<size>")})
+            ranged = answer(
+                "The byte range asked for", ranged=True, **{"Content-Range": _header("bytes <first>-<last>/<size>")}
+            )
             answers = {**(self.responses or {}), "200": answer("The whole file"), "206": ranged}
             self.responses = dict(sorted(answers.items()))
 
