@@ -25,7 +25,7 @@ from appliance import __version__
 from appliance.apps import App
 from appliance.catalogs import APPLIANCE_FLAG_BITS, sorted_page
 from appliance.core import Appliance
-from appliance.errors import ApplianceError, InvalidOptions, NotFound
+from appliance.errors import ApplianceError, FilesRefused, InvalidOptions, NotFound
 from appliance.jobs import JOB_LOG, job_document
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES
 from appliance.quicklook import (
@@ -281,33 +281,86 @@ class DashboardController(Controller):
                         message_kind="error", **context)  # fmt: skip
         return Redirect(f"/files/{record.uuid}", status_code=303)
 
+    @get("/files/run", sync_to_thread=True)
+    def run_tagged_page(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], tag: FromQuery[str],
+                        app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        """The form to run a finder on every file with a tag: one job each."""
+        return page(f"Run on “{tag}”", "Files", "run_tagged.html", apps=app_list(appliance),
+                    **self._tagged_context(appliance, user, tag, app))  # fmt: skip
+
+    @get("/files/run/form", sync_to_thread=True)
+    def run_tagged_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], tag: FromQuery[str],
+                        app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        return Template("fragments/options_form.html", context=self._tagged_context(appliance, user, tag, app))
+
+    @post("/files/run", sync_to_thread=True)
+    def run_tagged(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                   tag: FromQuery[str],
+                   data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response | Template:  # fmt: skip
+        """Submit the form for every file with the tag: all the jobs, then the jobs page of the tag; or none, with
+        each refused file and why."""
+        values = {k: v for k, v in data.items() if isinstance(v, str)}
+        try:
+            app = appliance.apps.get(str(data.get("app")))
+            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag)
+        except ApplianceError as exc:
+            context = self._tagged_context(appliance, user, tag, str(data.get("app")), values, exc)
+            if request.htmx:
+                return Template("fragments/options_form.html", context=context, status_code=http_status_of(exc))
+            return page(f"Run on “{tag}”", "Files", "run_tagged.html", status_code=http_status_of(exc),
+                        apps=app_list(appliance), **context)  # fmt: skip
+        target = "/jobs?" + urlencode({"tag": tag})
+        if request.htmx:
+            return Response(None, status_code=200, headers={"HX-Redirect": target})
+        return Redirect(target, status_code=303)
+
+    def _tagged_context(self, appliance: Appliance, user: str, tag: str, app_name: str | None,
+                        values: dict | None = None, refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        files, total = appliance.files.list(user, tag=tag, limit=PAGE_SIZE)
+        query = urlencode({"tag": tag})
+        return {"tag": tag, "files": files, "total": total,
+                **self._form_context(appliance, app_name, f"/files/run?{query}", f"/files/run/form?{query}", values,
+                                     refusal)}  # fmt: skip
+
     @get("/files/{file_uuid:str}", sync_to_thread=True)
     def file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str],
              app: FromQuery[str | None] = None) -> Template:  # fmt: skip
         record = appliance.files.get(user, file_uuid)
-        jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
         return page(record.filename_orig, "Files", "file.html", apps=app_list(appliance),
-                    jobs=jobs_with_files(appliance, user, jobs), earlier=appliance.files.earlier_copy(record),
-                    **self._form_context(appliance, record, app))  # fmt: skip
+                    jobs=jobs_with_files(appliance, user, appliance.jobs.list(user, limit=1000, file_uuid=file_uuid)[0]),
+                    earlier=appliance.files.earlier_copy(record),
+                    **self._file_form(appliance, record, app))  # fmt: skip
+
+    def _file_form(self, appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
+                   refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        return {"file": record, **self._form_context(appliance, app_name, f"/files/{record.uuid}/run",
+                                                     f"/files/{record.uuid}/form", values, refusal)}  # fmt: skip
 
     @staticmethod
-    def _form_context(appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
-                      errors: dict | None = None, error_message: str = "") -> dict[str, Any]:  # fmt: skip
+    def _form_context(appliance: Appliance, app_name: str | None, action: str, form_url: str,
+                      values: dict | None = None, refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        """The generated form of an app's options, posted to ``action``; ``form_url`` gives it for another app. After
+        a refusal it shows the values sent, each invalid option beside its field and each refused file."""
         apps = appliance.apps.apps
         if app_name not in apps:
             available = [a for a in apps.values() if a.availability().available]
             app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
         app = apps[app_name]
         availability = app.availability()
-        return {"file": record, "app": app, "groups": option_groups(app), "values": values or {},
-                "errors": errors or {}, "error_message": error_message, "app_available": availability.available,
+        refused = refusal.files if isinstance(refusal, FilesRefused) else []
+        errors = dict(refusal.problems) if isinstance(refusal, InvalidOptions) else {}
+        for file in refused:
+            errors.update(file.get("options") or {})
+        return {"app": app, "groups": option_groups(app), "values": values or {}, "errors": errors,
+                "error_message": refusal.message if refusal else "", "refused": refused, "action": action,
+                "form_url": form_url, "app_available": availability.available,
                 "app_reason": availability.reason}  # fmt: skip
 
     @get("/files/{file_uuid:str}/form", sync_to_thread=True)
     def options_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                      file_uuid: FromPath[str], app: FromQuery[str | None] = None) -> Template:  # fmt: skip
         record = appliance.files.get(user, file_uuid)
-        return Template("fragments/options_form.html", context=self._form_context(appliance, record, app))
+        return Template("fragments/options_form.html", context=self._file_form(appliance, record, app))
 
     @post("/files/{file_uuid:str}/run", sync_to_thread=True)
     def run(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
@@ -322,12 +375,11 @@ class DashboardController(Controller):
             job = appliance.jobs.submit(user, app.name, app.schema.from_form(values), file_uuid,
                                         values.get("tag") or None)  # fmt: skip
         except ApplianceError as exc:
-            errors = exc.problems if isinstance(exc, InvalidOptions) else {}
-            context = self._form_context(appliance, record, str(app_name), values, errors, exc.message)
+            context = self._file_form(appliance, record, str(app_name), values, exc)
             status = 422 if isinstance(exc, InvalidOptions) else http_status_of(exc)
             if request.htmx:
                 return Template("fragments/options_form.html", context=context, status_code=status)
-            jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
+            jobs = appliance.jobs.list(user, limit=1000, file_uuid=file_uuid)[0]
             return page(record.filename_orig, "Files", "file.html", status_code=status, apps=app_list(appliance),
                         jobs=jobs_with_files(appliance, user, jobs), **context)  # fmt: skip
         if request.htmx:

@@ -44,6 +44,17 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True):
     walltime: Annotated[float, Meta(gt=0, description="Seconds the job may run (default: the setting)")] | None = None
 
 
+class TaggedJobsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Jobs to submit: one per file with a tag."""
+
+    app: Annotated[str, Meta(description="The app (source finder) to run: one of GET /apps")]
+    tag: Annotated[str, Meta(description="Run it on every file with this tag (GET /fileids?tag=...); the jobs get it")]
+    job_inputs: Annotated[
+        dict[str, Any] | None, Meta(description="The app's options by name (GET /app/<app>/describe); others default")
+    ] = None
+    walltime: Annotated[float, Meta(gt=0, description="Seconds each job may run (default: the setting)")] | None = None
+
+
 class JobSubmitted(msgspec.Struct):
     job_id: str
     submit_date: str
@@ -55,6 +66,11 @@ class JobSubmitted(msgspec.Struct):
     status: str
     options: dict[str, Any]  # the app's options with the defaults filled in
     cores: int
+
+
+class JobsSubmitted(msgspec.Struct):
+    status: str
+    jobs: list[JobSubmitted]  # in the order the files are listed: newest first
 
 
 class JobStatus(msgspec.Struct):
@@ -180,6 +196,31 @@ class JobsController(Controller):
             lambda: appliance.jobs.submit(user, data.app, data.job_inputs, data.data_inputs, data.tag, data.walltime)
         )
         return JobSubmitted(**_fields(JobSubmitted, job_document(job)))
+
+    @post(
+        "/jobs",
+        status_code=202,
+        opt=IDEMPOTENT,
+        operation_class=IdempotentOperation,
+        summary="Submit a job for every file with a tag",
+        before_request=json_object_body,
+        exception_handlers={ApplianceError: submission_refused},
+        responses=refusals(403, 404, 409, 413, 422, 507),
+    )
+    async def submit_tagged(
+        self, data: JSONBody[TaggedJobsRequest], appliance: NamedDependency[Appliance], user: NamedDependency[str]
+    ) -> JobsSubmitted:
+        """``{"app": "aegean", "tag": "field-a", "job_inputs": {...}}``, optionally with ``walltime`` (seconds): one
+        job per file tagged ``field-a``, each tagged so too, or none at all. When the app refuses some of the files
+        (no sky coordinates, no beam, options that do not suit them, bytes gone) the 422 reply ``files_refused``
+        lists each under ``files`` with its reason; invalid options are refused as by POST /job."""
+        jobs = await anyio.to_thread.run_sync(
+            lambda: appliance.jobs.submit_tagged(user, data.app, data.job_inputs, data.tag, data.walltime)
+        )
+        return JobsSubmitted(
+            status=f"{len(jobs)} job(s) submitted and registered with success",
+            jobs=[JobSubmitted(**_fields(JobSubmitted, job_document(job))) for job in jobs],
+        )
 
     @get("/jobs", summary="List the caller's jobs", response_headers=LIST_HEADERS, responses=refusals())
     async def list_jobs(
