@@ -46,6 +46,7 @@ from appliance.errors import (
 from appliance.events import ChangeFeed
 from appliance.fitsimage import prepare_image
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, StoredFile
+from appliance.progress import EARLIER_JOBS, finder_progress, pixel_count, typical
 from appliance.residual import RESIDUAL, write_residual
 from appliance.storage import FileStore, clean_tag
 from runners import Handle, Runner
@@ -312,6 +313,40 @@ class JobService:
             return session.scalars(
                 select(Job).where(Job.user == user, Job.end_date.is_not(None)).order_by(Job.end_date.desc()).limit(1)
             ).first()
+
+    def progress(self, user: str, job_id: str) -> dict[str, Any]:
+        """How far a job has got: the finder's last progress line of the step it runs now (when the finder prints
+        any), the time it has run, and the median time earlier successful jobs of its app took here on images of
+        about its size."""
+        job = self.get(user, job_id)
+        app = self.apps.apps.get(job.app)
+        finder = None
+        if job.state == "RUNNING" and app is not None:
+            finder = finder_progress(self.folder(job) / JOB_LOG, app.progress_lines)
+        try:
+            pixels = pixel_count(self.files.get(user, job.data_inputs).summary)
+        except NotFound:
+            pixels = None
+        with self.db.session() as session:
+            earlier = session.execute(
+                select(Job.start_date, Job.end_date, StoredFile.summary)
+                .join(StoredFile, Job.file_uuid == StoredFile.uuid)
+                .where(Job.app == job.app, Job.state == "SUCCESS", Job.id != job.id, Job.start_date.is_not(None))
+                .order_by(Job.end_date.desc())
+                .limit(EARLIER_JOBS)
+            ).all()
+        usual = typical(pixels, [((end - start).total_seconds(), summary) for start, end, summary in earlier])
+        return {
+            "job_id": job.id,
+            "state": job.state,
+            "stage": finder.stage if finder else None,
+            "done": finder.done if finder else None,
+            "total": finder.total if finder else None,
+            "elapsed_time": elapsed_time(job.state, job.start_date, job.end_date),
+            "pixels": pixels,
+            "typical_seconds": usual.seconds if usual else None,
+            "typical_jobs": usual.jobs if usual else 0,
+        }
 
     def folder(self, job: Job) -> Path:
         return self.settings.jobs_dir / job.user / f"job_{job.id}"

@@ -157,9 +157,14 @@ def jobs_context(appliance: Appliance, user: str, state: str | None, app: str | 
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+_REDRAWN = re.compile(r"[^\n]*(?:\r|\x1b\[1G)(?=[^\n])")  # a progress bar going back to its line's start
+
+
 def readable_log(data: bytes) -> str:
-    """Log bytes as text for a page: finders colour their output with terminal escape codes."""
-    return _TERMINAL_CODES.sub("", data.decode("utf-8", errors="replace"))
+    """Log bytes as text for a page: finders colour their output with terminal escape codes, and redraw a progress
+    bar over itself on one line (of which a page shows the last drawing)."""
+    text = _REDRAWN.sub("", data.decode("utf-8", errors="replace"))
+    return _TERMINAL_CODES.sub("", text)
 
 
 def log_tail(appliance: Appliance, job: Any) -> tuple[str, int]:
@@ -219,6 +224,12 @@ def catalog_context(appliance: Appliance, user: str, job_id: str, sort: str, ord
     }
 
 
+def status_context(appliance: Appliance, user: str, job: Any) -> dict[str, Any]:
+    """The state block of a job page: the job and, until it has ended, how far it has got."""
+    progress = appliance.jobs.progress(user, job.id) if job.state in LIVE_JOB_STATES else None
+    return {"job": job_document(job), "progress": progress}
+
+
 def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_flux", order: str = "desc",
                 page_number: int = 1) -> dict[str, Any]:  # fmt: skip
     job = appliance.jobs.get(user, job_id)
@@ -227,7 +238,7 @@ def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_f
     except NotFound:
         file = None
     log, log_end = log_tail(appliance, job)
-    context: dict[str, Any] = {"job": job_document(job), "file": file, "log": log, "log_end": log_end,
+    context: dict[str, Any] = {**status_context(appliance, user, job), "file": file, "log": log, "log_end": log_end,
                                "live": job.state in LIVE_JOB_STATES}  # fmt: skip
     if job.state == "SUCCESS":
         context.update(catalog_context(appliance, user, job_id, sort, order, page_number))
@@ -500,7 +511,7 @@ class DashboardController(Controller):
         appliance.jobs.cancel(user, job_id)
         if request.htmx:
             return Template(
-                "fragments/job_status.html", context={"job": job_document(appliance.jobs.get(user, job_id))}
+                "fragments/job_status.html", context=status_context(appliance, user, appliance.jobs.get(user, job_id))
             )
         return Redirect(f"/jobs/{job_id}", status_code=303)
 

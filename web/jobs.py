@@ -83,6 +83,18 @@ class JobStatus(msgspec.Struct):
     tag: str
 
 
+class JobProgress(msgspec.Struct):
+    job_id: str
+    state: JobState
+    stage: str | None  # the finder's last progress line of the step it runs now, when it prints any
+    done: int | None  # how far that line counts (e.g. islands fitted) ...
+    total: int | None  # ... out of how many
+    elapsed_time: float  # seconds
+    pixels: int | None  # of the job's image (None once the file is deleted)
+    typical_seconds: float | None  # median run time of earlier successful jobs of the app here on such images
+    typical_jobs: int  # how many jobs that median is of
+
+
 class JobDocument(msgspec.Struct):
     job_id: str
     submit_date: str
@@ -251,6 +263,15 @@ class JobsController(Controller):
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> JobStatus:
         return JobStatus(**appliance.jobs.status(user, job_id))
+
+    @get("/job/{job_id:str}/progress", summary="How far a job has got", responses=refusals(404))
+    async def progress(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> JobProgress:
+        """The finder's own progress while the job runs (Aegean's and PyBDSF's island fitting, their stages) and the
+        time it has run beside the typical time: the median of earlier successful jobs of its app here on images
+        of 0.5 to 2 times its pixel count."""
+        return JobProgress(**await anyio.to_thread.run_sync(appliance.jobs.progress, user, job_id))
 
     @get("/job/{job_id:str}", summary="A job, with its options and dates", responses=refusals(404))
     async def get_job(
