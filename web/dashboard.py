@@ -335,12 +335,21 @@ class DashboardController(Controller):
 
     @get("/files/{file_uuid:str}", sync_to_thread=True)
     def file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str],
-             app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+             app: FromQuery[str | None] = None, again: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        """The image: its header, quicklook, jobs and the form to run a finder on it. With ``again`` (a job's id)
+        the form holds that job's app, options and tag, to change and run."""
         record = appliance.files.get(user, file_uuid)
+        values, notice = None, ""
+        if again is not None:
+            earlier = appliance.jobs.get(user, again)
+            app = earlier.app
+            values = {**{k: v for k, v in earlier.options.items() if v is not None}, "tag": earlier.tag or ""}
+            notice = (f"The options of job {earlier.id[:8]}, submitted {earlier.submit_date:%Y-%m-%d %H:%M} UTC: "
+                      "change them and run it again.")  # fmt: skip
         return page(record.filename_orig, "Files", "file.html", apps=app_list(appliance),
                     jobs=jobs_with_files(appliance, user, appliance.jobs.list(user, limit=1000, file_uuid=file_uuid)[0]),
                     earlier=appliance.files.earlier_copy(record),
-                    **self._file_form(appliance, record, app))  # fmt: skip
+                    **self._file_form(appliance, record, app, values), notice=notice)  # fmt: skip
 
     def _file_form(self, appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
                    refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
