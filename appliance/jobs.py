@@ -144,15 +144,16 @@ class JobService:
     def submit_tagged(self, user: str, app_name: Any, job_inputs: Any, tag: Any, walltime: Any = None) -> list[Job]:
         """One job per file with the tag ``tag`` (the jobs get the tag too), all or none: when the app refuses any
         of the files nothing is recorded, and FilesRefused names each refused file and why."""
-        if not isinstance(tag, str) or clean_tag(tag) is None:
+        tag = clean_tag(tag) if isinstance(tag, str) else None
+        if tag is None:
             raise InvalidRequest("missing_tag", "give the tag of the files to run the app on in 'tag'")
         app, options, walltime = self._checked(app_name, job_inputs, tag, walltime)
-        records, total = self.files.list(user, tag=clean_tag(tag), limit=MAX_TAGGED_JOBS)
+        records, total = self.files.list(user, tag=tag, limit=MAX_TAGGED_JOBS)
         if not total:
-            raise NotFound("no_tagged_files", f"no file is tagged {clean_tag(tag)!r}")
+            raise NotFound("no_tagged_files", f"no file is tagged {tag!r}")
         if total > MAX_TAGGED_JOBS:
             raise InvalidRequest(
-                "too_many_files", f"{total} files are tagged {clean_tag(tag)!r}: at most {MAX_TAGGED_JOBS} at once"
+                "too_many_files", f"{total} files are tagged {tag!r}: at most {MAX_TAGGED_JOBS} at once"
             )
         refused = []
         for record in records:
