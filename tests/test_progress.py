@@ -188,7 +188,9 @@ def test_the_job_page_follows_the_finders_progress_live(client, image):
     ]
     assert len(shown) >= 2, events
     assert shown == sorted(set(shown)) and {total for _, total in shown} == {10}
-    assert events[-1] == ("done", "SUCCESS") and "job-progress" not in events[-2][1]  # an ended job shows none
+    last = [data for event, data in events if event == "status"][-1]
+    assert events[-1] == ("done", "SUCCESS") and 'class="state success"' in last
+    assert "job-progress" not in last and "job-typical" not in last  # an ended job shows neither
     # the page's log shows the bar's last drawing, not every one over the other
     log = html.unescape(re.search(r'<pre id="job-log"[^>]*>(.*?)</pre>', client.get(f"/jobs/{job_id}").text, re.S)[1])
     assert "Counting islands: 10/10 |##########" in log and "1/10" not in log
