@@ -204,7 +204,8 @@ def _log(client, job_id: str) -> str:
 def test_aegean_and_pybdsf_print_the_progress_the_job_shows(client, sky):
     file_uuid = upload_file(client, sky[0])
     aegean = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid}).json()["job_id"]
-    pybdsf = client.post(f"{API}/job", json={"app": "pybdsf", "data_inputs": file_uuid}).json()["job_id"]
+    body = {"app": "pybdsf", "data_inputs": file_uuid, "job_inputs": {"ncores": 2}}
+    pybdsf = client.post(f"{API}/job", json=body).json()["job_id"]
     assert wait_for_job(client, aegean)["state"] == wait_for_job(client, pybdsf)["state"] == "SUCCESS"
 
     log = _log(client, aegean)
@@ -218,6 +219,14 @@ def test_aegean_and_pybdsf_print_the_progress_the_job_shows(client, sky):
     assert (
         "Calculating background rms and mean images" in " ".join(stages) and "Grouping Gaussians into sources" in stages
     )
+    # PyBDSF draws its island-fitting bar when it fits on several cores
+    islands = int(re.search(r"Number of islands found \.+ : (\d+)", plain)[1])
+    drawn = re.split(r"[\r\n]|\x1b\[1G", _log(client, pybdsf))
+    bars = [m for line in drawn if (m := PyBDSF.progress_lines[0].search(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", line)))]
+    if client.get(f"{API}/job/{pybdsf}").json()["cores"] >= 2:
+        assert (int(bars[-1]["done"]), int(bars[-1]["total"])) == (islands, islands)
+    else:
+        assert {int(bar["done"]) for bar in bars} <= {0}
 
 
 @pytest.mark.e2e
