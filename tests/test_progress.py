@@ -143,6 +143,8 @@ def test_the_typical_time_is_the_median_of_earlier_successful_jobs_of_the_app_on
     page = client.get(f"/jobs/{running}", headers=HTML).text
     typical = re.search(r'<small id="job-typical">(.*?)</small>', page, re.S).group(1)
     assert "typically 20 s: the median of 3 earlier sep jobs here on images of about this size" in typical
+    long_page = client.get(f"/jobs/{add_job(client, 'sep', files[(200, 200)], 'RUNNING', 0.0)}", headers=HTML).text
+    assert "typically 8 min 20 s: the median of 1 earlier sep job here" in long_page
     unknown = client.get(f"/jobs/{add_job(client, 'pybdsf', files[(40, 40)], 'RUNNING', 0.0)}", headers=HTML).text
     assert "no earlier pybdsf job here on an image of about this size" in unknown
     ended = client.get(f"/jobs/{add_job(client, 'sep', files[(40, 40)], 'SUCCESS', 5.0)}", headers=HTML).text

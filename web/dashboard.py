@@ -70,6 +70,16 @@ def _when(value: datetime | str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _duration(seconds: float) -> str:
+    """42 s, 12 min 05 s, 3 h 20 min."""
+    whole = round(seconds)
+    if whole < 90:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def _mjy(value: float, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value * 1e3:.{digits}g}"
 
@@ -91,7 +101,7 @@ def _sexagesimal(degrees: float, hours: bool) -> str:
 
 
 def _register(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num,
+    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num, duration=_duration,
                                  hms=lambda d: _sexagesimal(d, True), dms=lambda d: _sexagesimal(d, False))  # fmt: skip
     engine.engine.globals.update(version=__version__)
 
