@@ -74,3 +74,13 @@ class Unavailable(ApplianceError):
 
 class NotReady(ApplianceError):
     """The job has not ended yet, so its outputs do not exist yet (caesar-rest answers 202)."""
+
+
+class FilesRefused(ApplianceError):
+    """Jobs on several files were refused because some of the files cannot be used: ``files`` lists each refused
+    file (uuid, filename_orig) with its error code and message."""
+
+    def __init__(self, files: list[dict[str, object]]) -> None:
+        listed = "; ".join(f"{f['filename_orig']}: {f['status']}" for f in files)
+        super().__init__("files_refused", f"no job was submitted: {len(files)} file(s) refused: {listed}", files=files)
+        self.files = files

@@ -26,15 +26,17 @@ from typing import Any
 from astropy.io import fits
 from astropy.table import Table
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.apps import AppRegistry, JobInput
+from appliance.apps import App, AppRegistry, JobInput
 from appliance.catalogs import check_footprint, flux_plots, write_products
 from appliance.config import Settings
 from appliance.db import Database, Lookup
 from appliance.errors import (
     ApplianceError,
     Conflict,
+    FilesRefused,
     InsufficientStorage,
     InvalidRequest,
     NotFound,
@@ -43,7 +45,8 @@ from appliance.errors import (
 )
 from appliance.events import ChangeFeed
 from appliance.fitsimage import prepare_image
-from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job
+from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, StoredFile
+from appliance.progress import EARLIER_JOBS, finder_progress, pixel_count, typical
 from appliance.residual import RESIDUAL, write_residual
 from appliance.storage import FileStore, clean_tag
 from runners import Handle, Runner
@@ -56,6 +59,7 @@ JOB_LOG = "job.log"
 JOB_SPEC = "job.json"
 _POLL_SECONDS = 0.1
 _JOB_ID_LENGTH = 36
+MAX_TAGGED_JOBS = 1000  # jobs one request may submit (one per file of a tag)
 _PLOTTING = threading.Lock()  # two <img> of one page ask for the two plots of one job at the same time
 # What a status poll reads: the columns of its answer, by primary key, with no ORM object (building one cost a poll
 # most of its time)
@@ -130,58 +134,107 @@ class JobService:
         walltime: Any = None,
     ) -> Job:
         """Validate everything, record the job PENDING with its folder, and queue it."""
-        if not isinstance(app_name, str) or not app_name:
-            raise InvalidRequest("missing_app", "give the app to run in 'app' (see GET /apps)")
         if not isinstance(data_inputs, str) or not data_inputs:
             raise InvalidRequest("missing_data_inputs", "give the uuid of an uploaded file in 'data_inputs'")
+        app, options, walltime = self._checked(app_name, job_inputs, tag, walltime)
+        record = self.files.get(user, data_inputs)
+        app.check_input(record.summary, options)
+        return self._record(user, app, job_inputs, options, [record], tag, walltime)[0]
+
+    def submit_tagged(self, user: str, app_name: Any, job_inputs: Any, tag: Any, walltime: Any = None) -> list[Job]:
+        """One job per file with the tag ``tag`` (the jobs get the tag too), all or none: when the app refuses any
+        of the files nothing is recorded, and FilesRefused names each refused file and why."""
+        tag = clean_tag(tag) if isinstance(tag, str) else None
+        if tag is None:
+            raise InvalidRequest("missing_tag", "give the tag of the files to run the app on in 'tag'")
+        app, options, walltime = self._checked(app_name, job_inputs, tag, walltime)
+        records, total = self.files.list(user, tag=tag, limit=MAX_TAGGED_JOBS)
+        if not total:
+            raise NotFound("no_tagged_files", f"no file is tagged {tag!r}")
+        if total > MAX_TAGGED_JOBS:
+            raise InvalidRequest(
+                "too_many_files", f"{total} files are tagged {tag!r}: at most {MAX_TAGGED_JOBS} at once"
+            )
+        refused = []
+        for record in records:
+            try:
+                self.files.open_path(user, record.uuid)
+                app.check_input(record.summary, options)
+            except ApplianceError as exc:
+                refused.append({"uuid": record.uuid, "filename_orig": record.filename_orig, "error": exc.code,
+                                "status": exc.message, **exc.details})  # fmt: skip
+        if refused:
+            raise FilesRefused(refused)
+        return self._record(user, app, job_inputs, options, records, tag, walltime)
+
+    def _checked(self, app_name: Any, job_inputs: Any, tag: Any, walltime: Any) -> tuple[App, dict[str, Any], float]:
+        """The app, the validated options and the wall time of a submission, whatever its files."""
+        if not isinstance(app_name, str) or not app_name:
+            raise InvalidRequest("missing_app", "give the app to run in 'app' (see GET /apps)")
         if tag is not None and not isinstance(tag, str):
             raise InvalidRequest("invalid_tag", "tag must be a string")
+        clean_tag(tag)
         if app_name not in self.apps:
             raise InvalidRequest("unknown_app", f"Unknown app {app_name}! Known apps: {', '.join(self.apps.apps)}")
         app = self.apps.get(app_name)
         available = app.availability()
         if not available.available:
             raise Unavailable("app_unavailable", f"{app_name} cannot run here: {available.reason}")
-        options = app.schema.validate(job_inputs)
-        record = self.files.get(user, data_inputs)
-        app.check_input(record.summary, options)
-        job = Job(
-            id=str(uuidlib.uuid4()),
-            user=user,
-            app=app_name,
-            data_inputs=data_inputs,
-            file_uuid=record.uuid,
-            job_inputs=job_inputs or {},
-            options=options,
-            tag=clean_tag(tag),
-            state="PENDING",
-            status="Job submitted and registered with success",
-            submit_date=now(),
-            cores=min(app.cores(options), self.cores.total),
-            walltime=self._walltime(walltime),
-            attempts=0,
-            runner=self.runner.name,
-            pid="",
-        )
+        return app, app.schema.validate(job_inputs), self._walltime(walltime)
+
+    def _record(self, user: str, app: App, job_inputs: Any, options: dict[str, Any], records: list[StoredFile],
+                tag: str | None, walltime: float) -> list[Job]:  # fmt: skip
+        """Record the jobs PENDING with their folders in one transaction, then queue them: all of them or none."""
+        jobs = [
+            Job(
+                id=str(uuidlib.uuid4()),
+                user=user,
+                app=app.name,
+                data_inputs=record.uuid,
+                file_uuid=record.uuid,
+                job_inputs=job_inputs or {},
+                options=options,
+                tag=clean_tag(tag),
+                state="PENDING",
+                status="Job submitted and registered with success",
+                submit_date=now(),
+                cores=min(app.cores(options), self.cores.total),
+                walltime=walltime,
+                attempts=0,
+                runner=self.runner.name,
+                pid="",
+            )
+            for record in records
+        ]
         self.files.check_free_space("the job's outputs")
-        folder = self.folder(job)
+        folders = [self.folder(job) for job in jobs]
         try:
-            folder.mkdir(parents=True)
-            self._write_spec(job, record.filename_orig, record.summary)
-            if app.cores(options) > job.cores:
-                self._log(job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}")
+            for job, folder, record in zip(jobs, folders, records, strict=True):
+                folder.mkdir(parents=True)
+                self._write_spec(job, record.filename_orig, record.summary)
+                if app.cores(options) > job.cores:
+                    self._log(
+                        job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}"
+                    )
             with self._writing() as session:
-                session.add(job)
+                session.add_all(jobs)
+                try:
+                    session.flush()
+                except IntegrityError:  # a file was deleted meanwhile
+                    raise Conflict("file_deleted", "a file was deleted while the jobs were submitted: nothing was "
+                                   "submitted") from None  # fmt: skip
         except BaseException as exc:
-            shutil.rmtree(folder, ignore_errors=True)
+            for folder in folders:
+                shutil.rmtree(folder, ignore_errors=True)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise InsufficientStorage(
                     "insufficient_storage", "the disk is full: the job was not recorded"
                 ) from None
             raise
-        self._queue(job)
-        log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app_name})
-        return job
+        for job in jobs:
+            self._queue(job)
+            log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app.name})
+        return jobs
 
     def _walltime(self, walltime: Any) -> float:
         limit = self.settings.job_walltime_seconds
@@ -261,6 +314,40 @@ class JobService:
             return session.scalars(
                 select(Job).where(Job.user == user, Job.end_date.is_not(None)).order_by(Job.end_date.desc()).limit(1)
             ).first()
+
+    def progress(self, user: str, job_id: str) -> dict[str, Any]:
+        """How far a job has got: the finder's last progress line of the step it runs now (when the finder prints
+        any), the time it has run, and the median time earlier successful jobs of its app took here on images of
+        about its size."""
+        job = self.get(user, job_id)
+        app = self.apps.apps.get(job.app)
+        finder = None
+        if job.state == "RUNNING" and app is not None:
+            finder = finder_progress(self.folder(job) / JOB_LOG, app.progress_lines)
+        try:
+            pixels = pixel_count(self.files.get(user, job.data_inputs).summary)
+        except NotFound:
+            pixels = None
+        with self.db.session() as session:
+            earlier = session.execute(
+                select(Job.start_date, Job.end_date, StoredFile.summary)
+                .join(StoredFile, Job.file_uuid == StoredFile.uuid)
+                .where(Job.app == job.app, Job.state == "SUCCESS", Job.id != job.id, Job.start_date.is_not(None))
+                .order_by(Job.end_date.desc())
+                .limit(EARLIER_JOBS)
+            ).all()
+        usual = typical(pixels, [((end - start).total_seconds(), summary) for start, end, summary in earlier])
+        return {
+            "job_id": job.id,
+            "state": job.state,
+            "stage": finder.stage if finder else None,
+            "done": finder.done if finder else None,
+            "total": finder.total if finder else None,
+            "elapsed_time": elapsed_time(job.state, job.start_date, job.end_date),
+            "pixels": pixels,
+            "typical_seconds": usual.seconds if usual else None,
+            "typical_jobs": usual.jobs if usual else 0,
+        }
 
     def folder(self, job: Job) -> Path:
         return self.settings.jobs_dir / job.user / f"job_{job.id}"

@@ -468,4 +468,41 @@ def test_a_job_compared_with_a_published_catalog_in_the_browser(page, server, tm
     expect(page.locator(f'#comparisons-table a[href="/comparisons/{compare_id}"]')).to_have_count(0)
     with httpx.Client(base_url=server.api, headers=server.headers) as api:
         assert api.get(f"/compare/{compare_id}").status_code == 404
+
+
+def test_run_again_from_a_job_page_with_a_changed_option(page, server, slow_sky):
+    """A job's page opens the form filled in with its app, options and tag; one changed value is submitted with all
+    the others. While the job runs its page says how far the finder has got."""
+    from playwright.sync_api import expect
+
+    asked = {**LONG_JOB, "seedthr": 6.0, "mergethr": 3.5, "save-rmsmap": True}
+    with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as api:
+        file_uuid = api.post("/upload", files={"file": ("again.fits", slow_sky.read_bytes())}).json()["uuid"]
+        first = api.post("/job", json={"app": "aegean", "job_inputs": asked, "data_inputs": file_uuid,
+                                       "tag": "again"}).json()  # fmt: skip
+        try:
+            page.goto(f"{server.url}/jobs/{first['job_id']}")
+            expect(page.locator("#job-progress")).not_to_be_empty(timeout=60000)  # BANE says what it does
+            expect(page.locator("#job-typical")).to_contain_text("aegean")
+            shoot(page, "job-progress")
+            page.click("#run-again")
+            page.wait_for_url(re.compile(rf"/files/{file_uuid}\?again={first['job_id']}"))
+            expect(page.locator("select[name=app]").first).to_have_value("aegean")
+            expect(page.locator("#opt-seedthr")).to_have_value("6.0")
+            expect(page.locator("#opt-mergethr")).to_have_value("3.5")
+            expect(page.locator("#opt-bkggrid")).to_have_value(str(LONG_JOB["bkggrid"]))
+            expect(page.locator("#opt-save-rmsmap")).to_be_checked()
+            expect(page.locator("#opt-save-bkgmap")).not_to_be_checked()
+            expect(page.locator("#opt-tag")).to_have_value("again")
+            shoot(page, "run-again")
+            page.fill("#opt-seedthr", "7")
+            page.click("#run-form button[type=submit]")
+            page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
+            second = page.url.rsplit("/", 1)[1]
+            assert second != first["job_id"]
+            job = api.get(f"/job/{second}").json()
+            assert job["options"] == {**first["options"], "seedthr": 7.0} and job["tag"] == "again"
+        finally:
+            for job in api.get("/jobs", params={"tag": "again"}).json():
+                api.post(f"/job/{job['job_id']}/cancel")
     assert page.js_errors == []

@@ -36,6 +36,7 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     assert {"state", "options", "job_id", "jobs", "details"} <= set(schemas["ErrorBody"]["properties"])
     for route, method, media_type in [
         ("/job", "post", "application/json"),
+        ("/jobs", "post", "application/json"),
         ("/compare", "post", "application/json"),
         ("/compare/catalog", "post", "multipart/form-data"),
         ("/upload", "post", "multipart/form-data"),
@@ -49,6 +50,10 @@ def test_the_description_declares_bodies_answers_errors_and_media_types(client):
     submit = paths[API + "/job"]["post"]["responses"]
     assert set(submit) == {"202", "400", "401", "403", "404", "409", "413", "422", "507"}
     assert submit["422"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorBody"}
+    tagged = paths[API + "/jobs"]["post"]
+    assert set(tagged["responses"]) == set(submit) and "Idempotency-Key" in {p["name"] for p in tagged["parameters"]}
+    assert tagged["responses"]["202"]["headers"]["Idempotent-Replayed"]
+    assert set(schemas["RefusedFile"]["required"]) == {"uuid", "filename_orig", "error", "status"}
     catalog = paths[API + "/job/{job_id}/catalog"]["get"]["responses"]
     assert {"200", "202", "206", "404", "416"} <= set(catalog)
     assert set(catalog["200"]["content"]) == {

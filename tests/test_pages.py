@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import re
 import sys
+from html.parser import HTMLParser
 
 import pytest
 
@@ -142,3 +143,70 @@ def test_the_live_log_shows_every_line_once_from_the_first(client, image, lines,
         printed = [line for line in shown.splitlines() if line.startswith("line ")]
         assert printed == [f"line {i} {'é' * (i % 7)} end" for i in range(lines)]
         assert shown.strip() == full.strip()
+
+
+class FormFields(HTMLParser):
+    """What a browser would send for the form with the id ``form_id``: its named inputs (checked boxes only) and
+    the selected option of each select."""
+
+    def __init__(self, form_id: str) -> None:
+        super().__init__()
+        self.form_id, self.inside, self.select = form_id, False, None
+        self.fields: dict[str, str] = {}
+
+    def handle_starttag(self, tag, attrs):  # type: ignore[no-untyped-def]
+        a = dict(attrs)
+        if tag == "form":
+            self.inside = a.get("id") == self.form_id
+        elif self.inside and tag == "input" and "name" in a:
+            if a.get("type") != "checkbox" or "checked" in a:
+                self.fields[a["name"]] = a.get("value") or ""
+        elif self.inside and tag == "select":
+            self.select = a["name"]
+        elif self.inside and tag == "option" and self.select and "selected" in a:
+            self.fields[self.select] = a["value"]
+
+    def handle_endtag(self, tag):  # type: ignore[no-untyped-def]
+        if tag == "form":
+            self.inside = False
+        elif tag == "select":
+            self.select = None
+
+
+def form_fields(page: str, form_id: str = "run-form") -> dict[str, str]:
+    parser = FormFields(form_id)
+    parser.feed(page)
+    return parser.fields
+
+
+def test_run_again_opens_the_form_with_the_jobs_app_options_and_tag(client, image):
+    client.appliance.queue.pause()
+    file_uuid = upload_file(client, image)
+    asked = {"seedthr": 6, "mergethr": 3.5, "save-rmsmap": True, "fit-maxcomponents": 0, "beam-bmaj": 7.25}
+    first = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid, "job_inputs": asked,
+                                            "tag": "night 2"}).json()  # fmt: skip
+    job_page = client.get(f"/jobs/{first['job_id']}", headers=HTML).text
+    again = html.unescape(re.search(r'<a id="run-again"[^>]*href="([^"]+)"', job_page)[1])
+    assert again == f"/files/{file_uuid}?again={first['job_id']}#run-h"
+
+    form = client.get(again.split("#")[0], headers=HTML).text
+    assert f"The options of job {first['job_id'][:8]}" in form
+    assert re.search(r'<option value="aegean" selected>', form)  # the finder picker shows the job's app
+    fields = form_fields(form)
+    assert fields.pop("app") == "aegean" and fields.pop("tag") == "night 2"
+    typed = client.appliance.apps.get("aegean").schema.from_form(fields)
+    assert client.appliance.apps.get("aegean").schema.validate(typed) == first["options"]
+    assert "save-rmsmap" in fields and "save-bkgmap" not in fields  # the boxes as they were
+
+    fields.update(app="aegean", tag="night 2", seedthr="7")  # change one option and run it
+    rerun = client.post(f"/files/{file_uuid}/run", data=fields, follow_redirects=False)
+    assert rerun.status_code == 303
+    second = client.get(f"{API}/job/{rerun.headers['location'].rsplit('/', 1)[1]}").json()
+    assert second["options"] == {**first["options"], "seedthr": 7.0} and second["tag"] == "night 2"
+    assert second["data_inputs"] == file_uuid and second["job_id"] != first["job_id"]
+
+    assert client.get(f"/files/{file_uuid}?again=nope", headers=HTML).status_code == 404
+    for job in client.get(f"{API}/jobs").json():
+        client.post(f"{API}/job/{job['job_id']}/cancel")
+    client.get(f"{API}/delete/{file_uuid}")
+    assert 'id="run-again"' not in client.get(f"/jobs/{second['job_id']}", headers=HTML).text  # its image is gone

@@ -25,7 +25,7 @@ from appliance import __version__
 from appliance.apps import App
 from appliance.catalogs import APPLIANCE_FLAG_BITS, sorted_page
 from appliance.core import Appliance
-from appliance.errors import ApplianceError, InvalidOptions, NotFound
+from appliance.errors import ApplianceError, FilesRefused, InvalidOptions, NotFound
 from appliance.jobs import JOB_LOG, job_document
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES
 from appliance.quicklook import (
@@ -70,6 +70,16 @@ def _when(value: datetime | str | None) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _duration(seconds: float) -> str:
+    """42 s, 12 min 05 s, 3 h 20 min."""
+    whole = round(seconds)
+    if whole < 90:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60:02d} s"
+    return f"{whole // 3600} h {whole % 3600 // 60:02d} min"
+
+
 def _mjy(value: float, digits: int = 3) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value * 1e3:.{digits}g}"
 
@@ -91,7 +101,7 @@ def _sexagesimal(degrees: float, hours: bool) -> str:
 
 
 def _register(engine: JinjaTemplateEngine) -> None:
-    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num,
+    engine.engine.filters.update(bytes=_bytes, when=_when, mjy=_mjy, num=_num, duration=_duration,
                                  hms=lambda d: _sexagesimal(d, True), dms=lambda d: _sexagesimal(d, False))  # fmt: skip
     engine.engine.globals.update(version=__version__)
 
@@ -157,9 +167,14 @@ def jobs_context(appliance: Appliance, user: str, state: str | None, app: str | 
 _TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
+_REDRAWN = re.compile(r"[^\n]*(?:\r|\x1b\[1G)(?=[^\n])")  # a progress bar going back to its line's start
+
+
 def readable_log(data: bytes) -> str:
-    """Log bytes as text for a page: finders colour their output with terminal escape codes."""
-    return _TERMINAL_CODES.sub("", data.decode("utf-8", errors="replace"))
+    """Log bytes as text for a page: finders colour their output with terminal escape codes, and redraw a progress
+    bar over itself on one line (of which a page shows the last drawing)."""
+    text = _REDRAWN.sub("", data.decode("utf-8", errors="replace"))
+    return _TERMINAL_CODES.sub("", text)
 
 
 def log_tail(appliance: Appliance, job: Any) -> tuple[str, int]:
@@ -219,6 +234,12 @@ def catalog_context(appliance: Appliance, user: str, job_id: str, sort: str, ord
     }
 
 
+def status_context(appliance: Appliance, user: str, job: Any) -> dict[str, Any]:
+    """The state block of a job page: the job and, until it has ended, how far it has got."""
+    progress = appliance.jobs.progress(user, job.id) if job.state in LIVE_JOB_STATES else None
+    return {"job": job_document(job), "progress": progress}
+
+
 def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_flux", order: str = "desc",
                 page_number: int = 1) -> dict[str, Any]:  # fmt: skip
     job = appliance.jobs.get(user, job_id)
@@ -227,7 +248,7 @@ def job_context(appliance: Appliance, user: str, job_id: str, sort: str = "int_f
     except NotFound:
         file = None
     log, log_end = log_tail(appliance, job)
-    context: dict[str, Any] = {"job": job_document(job), "file": file, "log": log, "log_end": log_end,
+    context: dict[str, Any] = {**status_context(appliance, user, job), "file": file, "log": log, "log_end": log_end,
                                "live": job.state in LIVE_JOB_STATES}  # fmt: skip
     if job.state == "SUCCESS":
         context.update(catalog_context(appliance, user, job_id, sort, order, page_number))
@@ -281,33 +302,95 @@ class DashboardController(Controller):
                         message_kind="error", **context)  # fmt: skip
         return Redirect(f"/files/{record.uuid}", status_code=303)
 
+    @get("/files/run", sync_to_thread=True)
+    def run_tagged_page(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], tag: FromQuery[str],
+                        app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        """The form to run a finder on every file with a tag: one job each."""
+        return page(f"Run on “{tag}”", "Files", "run_tagged.html", apps=app_list(appliance),
+                    **self._tagged_context(appliance, user, tag, app))  # fmt: skip
+
+    @get("/files/run/form", sync_to_thread=True)
+    def run_tagged_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], tag: FromQuery[str],
+                        app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        return Template("fragments/options_form.html", context=self._tagged_context(appliance, user, tag, app))
+
+    @post("/files/run", sync_to_thread=True)
+    def run_tagged(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
+                   tag: FromQuery[str],
+                   data: Annotated[dict[str, Any], Body(media_type=RequestEncodingType.URL_ENCODED)]) -> Response | Template:  # fmt: skip
+        """Submit the form for every file with the tag: all the jobs, then the jobs page of the tag; or none, with
+        each refused file and why."""
+        values = {k: v for k, v in data.items() if isinstance(v, str)}
+        try:
+            app = appliance.apps.get(str(data.get("app")))
+            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag)
+        except ApplianceError as exc:
+            context = self._tagged_context(appliance, user, tag, str(data.get("app")), values, exc)
+            if request.htmx:
+                return Template("fragments/options_form.html", context=context, status_code=http_status_of(exc))
+            return page(f"Run on “{tag}”", "Files", "run_tagged.html", status_code=http_status_of(exc),
+                        apps=app_list(appliance), **context)  # fmt: skip
+        target = "/jobs?" + urlencode({"tag": tag})
+        if request.htmx:
+            return Response(None, status_code=200, headers={"HX-Redirect": target})
+        return Redirect(target, status_code=303)
+
+    def _tagged_context(self, appliance: Appliance, user: str, tag: str, app_name: str | None,
+                        values: dict | None = None, refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        files, total = appliance.files.list(user, tag=tag, limit=PAGE_SIZE)
+        query = urlencode({"tag": tag})
+        return {"tag": tag, "files": files, "total": total,
+                **self._form_context(appliance, app_name, f"/files/run?{query}", f"/files/run/form?{query}", values,
+                                     refusal)}  # fmt: skip
+
     @get("/files/{file_uuid:str}", sync_to_thread=True)
     def file(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str],
-             app: FromQuery[str | None] = None) -> Template:  # fmt: skip
+             app: FromQuery[str | None] = None, again: FromQuery[str | None] = None) -> Template:  # fmt: skip
+        """The image: its header, quicklook, jobs and the form to run a finder on it. With ``again`` (a job's id)
+        the form holds that job's app, options and tag, to change and run."""
         record = appliance.files.get(user, file_uuid)
-        jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
+        values, notice = None, ""
+        if again is not None:
+            earlier = appliance.jobs.get(user, again)
+            app = earlier.app
+            values = {**{k: v for k, v in earlier.options.items() if v is not None}, "tag": earlier.tag or ""}
+            notice = (f"The options of job {earlier.id[:8]}, submitted {earlier.submit_date:%Y-%m-%d %H:%M} UTC: "
+                      "change them and run it again.")  # fmt: skip
         return page(record.filename_orig, "Files", "file.html", apps=app_list(appliance),
-                    jobs=jobs_with_files(appliance, user, jobs), earlier=appliance.files.earlier_copy(record),
-                    **self._form_context(appliance, record, app))  # fmt: skip
+                    jobs=jobs_with_files(appliance, user, appliance.jobs.list(user, limit=1000, file_uuid=file_uuid)[0]),
+                    earlier=appliance.files.earlier_copy(record),
+                    **self._file_form(appliance, record, app, values), notice=notice)  # fmt: skip
+
+    def _file_form(self, appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
+                   refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        return {"file": record, **self._form_context(appliance, app_name, f"/files/{record.uuid}/run",
+                                                     f"/files/{record.uuid}/form", values, refusal)}  # fmt: skip
 
     @staticmethod
-    def _form_context(appliance: Appliance, record: Any, app_name: str | None, values: dict | None = None,
-                      errors: dict | None = None, error_message: str = "") -> dict[str, Any]:  # fmt: skip
+    def _form_context(appliance: Appliance, app_name: str | None, action: str, form_url: str,
+                      values: dict | None = None, refusal: ApplianceError | None = None) -> dict[str, Any]:  # fmt: skip
+        """The generated form of an app's options, posted to ``action``; ``form_url`` gives it for another app. After
+        a refusal it shows the values sent, each invalid option beside its field and each refused file."""
         apps = appliance.apps.apps
         if app_name not in apps:
             available = [a for a in apps.values() if a.availability().available]
             app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
         app = apps[app_name]
         availability = app.availability()
-        return {"file": record, "app": app, "groups": option_groups(app), "values": values or {},
-                "errors": errors or {}, "error_message": error_message, "app_available": availability.available,
+        refused = refusal.files if isinstance(refusal, FilesRefused) else []
+        errors = dict(refusal.problems) if isinstance(refusal, InvalidOptions) else {}
+        for file in refused:
+            errors.update(file.get("options") or {})
+        return {"app": app, "groups": option_groups(app), "values": values or {}, "errors": errors,
+                "error_message": refusal.message if refusal else "", "refused": refused, "action": action,
+                "form_url": form_url, "app_available": availability.available,
                 "app_reason": availability.reason}  # fmt: skip
 
     @get("/files/{file_uuid:str}/form", sync_to_thread=True)
     def options_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                      file_uuid: FromPath[str], app: FromQuery[str | None] = None) -> Template:  # fmt: skip
         record = appliance.files.get(user, file_uuid)
-        return Template("fragments/options_form.html", context=self._form_context(appliance, record, app))
+        return Template("fragments/options_form.html", context=self._file_form(appliance, record, app))
 
     @post("/files/{file_uuid:str}/run", sync_to_thread=True)
     def run(self, request: HTMXRequest, appliance: NamedDependency[Appliance], user: NamedDependency[str],
@@ -322,12 +405,11 @@ class DashboardController(Controller):
             job = appliance.jobs.submit(user, app.name, app.schema.from_form(values), file_uuid,
                                         values.get("tag") or None)  # fmt: skip
         except ApplianceError as exc:
-            errors = exc.problems if isinstance(exc, InvalidOptions) else {}
-            context = self._form_context(appliance, record, str(app_name), values, errors, exc.message)
+            context = self._file_form(appliance, record, str(app_name), values, exc)
             status = 422 if isinstance(exc, InvalidOptions) else http_status_of(exc)
             if request.htmx:
                 return Template("fragments/options_form.html", context=context, status_code=status)
-            jobs = [j for j in appliance.jobs.list(user, limit=1000)[0] if j.data_inputs == file_uuid]
+            jobs = appliance.jobs.list(user, limit=1000, file_uuid=file_uuid)[0]
             return page(record.filename_orig, "Files", "file.html", status_code=status, apps=app_list(appliance),
                         jobs=jobs_with_files(appliance, user, jobs), **context)  # fmt: skip
         if request.htmx:
@@ -448,7 +530,7 @@ class DashboardController(Controller):
         appliance.jobs.cancel(user, job_id)
         if request.htmx:
             return Template(
-                "fragments/job_status.html", context={"job": job_document(appliance.jobs.get(user, job_id))}
+                "fragments/job_status.html", context=status_context(appliance, user, appliance.jobs.get(user, job_id))
             )
         return Redirect(f"/jobs/{job_id}", status_code=303)
 

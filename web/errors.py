@@ -26,6 +26,7 @@ HTTP_STATUS: dict[type[errors.ApplianceError], int] = {
     errors.UnsupportedType: 415,
     errors.InvalidContent: 422,
     errors.InvalidOptions: 422,
+    errors.FilesRefused: 422,
     errors.KeyReused: 422,
     errors.Unavailable: 422,
     errors.InsufficientStorage: 507,
@@ -68,6 +69,16 @@ def error_page(title: str, detail: str, status: int) -> Template:
     return Template("error.html", context={"title": title, "detail": detail, "section": ""}, status_code=status)
 
 
+class RefusedFile(msgspec.Struct, omit_defaults=True):
+    """A file an app refused to run on, and why."""
+
+    uuid: str
+    filename_orig: str
+    error: str
+    status: str
+    options: dict[str, str] | msgspec.UnsetType = msgspec.UNSET  # each option invalid for this file
+
+
 class ErrorBody(msgspec.Struct, omit_defaults=True):
     """Every refusal: what is wrong, for people, and a stable code, for programs; some say more (the details of a
     domain error, each a field here: tests/test_openapi.py checks that every one raised is)."""
@@ -78,6 +89,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     options: dict[str, str] | msgspec.UnsetType = msgspec.UNSET  # each invalid job option and what is wrong
     job_id: str | msgspec.UnsetType = msgspec.UNSET  # the job whose outputs do not exist yet
     jobs: list[str] | msgspec.UnsetType = msgspec.UNSET  # the live jobs that use the file
+    files: list[RefusedFile] | msgspec.UnsetType = msgspec.UNSET  # each file jobs were refused on, and why
     details: list[dict[str, Any]] | dict[str, Any] | msgspec.UnsetType = msgspec.UNSET  # each invalid parameter
 
 
@@ -92,8 +104,9 @@ REFUSALS = {
     413: "The body is larger than the limit",
     415: "Not a FITS file (by name or content), or not the media type this route takes",
     416: "The range asked for is outside the file",
-    422: "Understood but unusable: a corrupt or truncated FITS file, invalid job options, an app that cannot run here, "
-    "an Idempotency-Key reused for another request",
+    422: "Understood but unusable: a corrupt or truncated FITS file, invalid job options, an app that cannot run here "
+    "or on some of the files asked for (`files_refused`, each under `files`), an Idempotency-Key reused for another "
+    "request",
     507: "The data disk cannot take it",
 }
 

@@ -16,9 +16,9 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from markupsafe import escape
 
 from appliance.core import Appliance
-from appliance.jobs import JOB_LOG, job_document
+from appliance.jobs import JOB_LOG
 from appliance.models import TERMINAL_JOB_STATES
-from web.dashboard import jobs_context, overview_context, readable_log, whole_lines
+from web.dashboard import jobs_context, overview_context, readable_log, status_context, whole_lines
 from web.params import MAX_OFFSET, PageNumber
 
 KEEPALIVE_SECONDS = 15.0
@@ -89,7 +89,8 @@ class EventsController(Controller):
     async def job(self, request: Request, appliance: NamedDependency[Appliance], user: NamedDependency[str],
                   job_id: FromPath[str], start: Annotated[int, QueryParameter(name="from", ge=0, le=MAX_OFFSET)] = 0,
                   ) -> ServerSentEvent:  # fmt: skip
-        """``status`` (the state block) at each change, ``log`` with the whole lines the log gained after byte
+        """``status`` (the state block, with the finder's progress and the typical run time) at each change and
+        every LOG_POLL_SECONDS, ``log`` with the whole lines the log gained after byte
         ``from`` (where the page's copy ends), ``done`` at the end. Every event's id is the log byte reached, so a
         browser that reconnects (it sends the last id back) gets every line exactly once."""
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
@@ -103,7 +104,8 @@ class EventsController(Controller):
             async for _ in changes(appliance, wait=LOG_POLL_SECONDS):
                 current = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
                 ended = current.state in TERMINAL_JOB_STATES  # read first: the log is complete before the state
-                html = render(request, "fragments/job_status.html", {"job": job_document(current)})
+                context = await anyio.to_thread.run_sync(status_context, appliance, user, current)
+                html = render(request, "fragments/job_status.html", context)
                 if html != sent:
                     sent = html
                     yield ServerSentEventMessage(event="status", data=html, id=str(offset))

@@ -44,6 +44,17 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True):
     walltime: Annotated[float, Meta(gt=0, description="Seconds the job may run (default: the setting)")] | None = None
 
 
+class TaggedJobsRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Jobs to submit: one per file with a tag."""
+
+    app: Annotated[str, Meta(description="The app (source finder) to run: one of GET /apps")]
+    tag: Annotated[str, Meta(description="Run it on every file with this tag (GET /fileids?tag=...); the jobs get it")]
+    job_inputs: Annotated[
+        dict[str, Any] | None, Meta(description="The app's options by name (GET /app/<app>/describe); others default")
+    ] = None
+    walltime: Annotated[float, Meta(gt=0, description="Seconds each job may run (default: the setting)")] | None = None
+
+
 class JobSubmitted(msgspec.Struct):
     job_id: str
     submit_date: str
@@ -57,6 +68,11 @@ class JobSubmitted(msgspec.Struct):
     cores: int
 
 
+class JobsSubmitted(msgspec.Struct):
+    status: str
+    jobs: list[JobSubmitted]  # in the order the files are listed: newest first
+
+
 class JobStatus(msgspec.Struct):
     job_id: str
     pid: str
@@ -65,6 +81,18 @@ class JobStatus(msgspec.Struct):
     exit_code: int | None
     elapsed_time: float  # seconds
     tag: str
+
+
+class JobProgress(msgspec.Struct):
+    job_id: str
+    state: JobState
+    stage: str | None  # the finder's last progress line of the step it runs now, when it prints any
+    done: int | None  # how far that line counts (e.g. islands fitted) ...
+    total: int | None  # ... out of how many
+    elapsed_time: float  # seconds
+    pixels: int | None  # of the job's image (None once the file is deleted)
+    typical_seconds: float | None  # median run time of earlier successful jobs of the app here on such images
+    typical_jobs: int  # how many jobs that median is of
 
 
 class JobDocument(msgspec.Struct):
@@ -181,6 +209,31 @@ class JobsController(Controller):
         )
         return JobSubmitted(**_fields(JobSubmitted, job_document(job)))
 
+    @post(
+        "/jobs",
+        status_code=202,
+        opt=IDEMPOTENT,
+        operation_class=IdempotentOperation,
+        summary="Submit a job for every file with a tag",
+        before_request=json_object_body,
+        exception_handlers={ApplianceError: submission_refused},
+        responses=refusals(403, 404, 409, 413, 422, 507),
+    )
+    async def submit_tagged(
+        self, data: JSONBody[TaggedJobsRequest], appliance: NamedDependency[Appliance], user: NamedDependency[str]
+    ) -> JobsSubmitted:
+        """``{"app": "aegean", "tag": "field-a", "job_inputs": {...}}``, optionally with ``walltime`` (seconds): one
+        job per file tagged ``field-a``, each tagged so too, or none at all. When the app refuses some of the files
+        (no sky coordinates, no beam, options that do not suit them, bytes gone) the 422 reply ``files_refused``
+        lists each under ``files`` with its reason; invalid options are refused as by POST /job."""
+        jobs = await anyio.to_thread.run_sync(
+            lambda: appliance.jobs.submit_tagged(user, data.app, data.job_inputs, data.tag, data.walltime)
+        )
+        return JobsSubmitted(
+            status=f"{len(jobs)} job(s) submitted and registered with success",
+            jobs=[JobSubmitted(**_fields(JobSubmitted, job_document(job))) for job in jobs],
+        )
+
     @get("/jobs", summary="List the caller's jobs", response_headers=LIST_HEADERS, responses=refusals())
     async def list_jobs(
         self,
@@ -210,6 +263,15 @@ class JobsController(Controller):
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> JobStatus:
         return JobStatus(**appliance.jobs.status(user, job_id))
+
+    @get("/job/{job_id:str}/progress", summary="How far a job has got", responses=refusals(404))
+    async def progress(
+        self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
+    ) -> JobProgress:
+        """The finder's own progress while the job runs (Aegean's and PyBDSF's island fitting, their stages) and the
+        time it has run beside the typical time: the median of earlier successful jobs of its app here on images
+        of 0.5 to 2 times its pixel count."""
+        return JobProgress(**await anyio.to_thread.run_sync(appliance.jobs.progress, user, job_id))
 
     @get("/job/{job_id:str}", summary="A job, with its options and dates", responses=refusals(404))
     async def get_job(

@@ -5,6 +5,7 @@ normalized catalog."""
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,9 @@ class App:
     # what the finder's own ``flags`` mean: bits (each set bit adds its meaning) or one value per row
     flags_are_bits: bool = True
     flag_legend: dict[int, str] = {}
+    # the lines of the finder's output that say how far it has got (appliance.progress reads the last one): named
+    # groups ``stage`` (else the whole match), ``done`` and ``total``
+    progress_lines: tuple[re.Pattern[str], ...] = ()
 
     def availability(self) -> Availability:
         missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]

@@ -4,6 +4,7 @@ caesar-rest's aegean options keep their names and defaults; the rest of Aegean's
 
 from __future__ import annotations
 
+import re
 from importlib.metadata import version
 
 import numpy as np
@@ -30,6 +31,10 @@ class Aegean(App):
     python_modules = ("AegeanTools",)
     fits_gaussians = True
     maps = {"background": "input_bkg.fits", "rms": "input_rms.fits"}  # BANE's, when kept (save-bkgmap, -rmsmap)
+    progress_lines = (
+        re.compile(r"(?P<stage>Fitting Islands):+\s+\d+%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)"),  # --progress
+        re.compile(r"^INFO\s+\S+ \S+ (?:BANE|aegean|source_finder) - \w+: (?P<stage>.+)"),  # what BANE, aegean do
+    )
     flag_legend = {  # AegeanTools.flags
         1: "FITERRSMALL: the fit's uncertainties are smaller than they should be",
         2: "FITERR: the fit failed; the values are its starting estimates",
@@ -129,6 +134,7 @@ class Aegean(App):
             "--cores",
             str(job.cores),
             "--island",
+            "--progress",
             "--seedclip",
             str(o["seedthr"]),
             "--floodclip",

@@ -6,6 +6,7 @@ the parameters in a JSON file next to the image."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 from astropy.io import fits
@@ -39,6 +40,10 @@ class PyBDSF(App):
     fits_gaussians = True
     flag_legend = {0: "PyBDSF gives its Gaussians no flag: always 0"}
     flags_are_bits = False
+    progress_lines = (
+        re.compile(r"(?P<stage>Fitting islands with Gaussians)[ .]*: \[[^\]]*\] (?P<done>\d+)/(?P<total>\d+)"),
+        re.compile(r"^--> (?P<stage>.+)"),  # the stages process_image goes through
+    )
     schema = OptionSchema(
         [
             Value(
@@ -110,7 +115,7 @@ class PyBDSF(App):
             "adaptive_rms_box": o["adaptive-rms-box"],
             "atrous_do": o["wavelet"],
             "ncores": job.cores,
-            "quiet": True,
+            "quiet": False,  # its stage lines and island-fitting bar are the job's progress
         }
         if o["bkgbox"]:
             params["rms_box"] = [o["bkgbox"], o["bkggrid"] or max(1, o["bkgbox"] // 3)]
