@@ -66,9 +66,9 @@ def viewer_copy(source: Path, hdu: int, longest_side: int, path: Path, grid: fit
     return path
 
 
-# Projections Aladin Lite 3.8 places exactly as written. It ignores PV terms (SIN with PV2_1/PV2_2, which is how
-# astropy reads NCP, is drawn as plain SIN: 1.4-2.6' off on the ATCA fields), draws NCP wrongly even when written
-# as NCP, and AZP, ZEA, CAR... a fraction of a pixel to pixels off: those are resampled onto a TAN grid.
+# Projections Aladin Lite 3.8 places as written. It ignores PV terms (SIN with PV2_1/PV2_2, which is how astropy
+# reads NCP, is drawn as plain SIN: 1.4-2.7' off on NCP fields), draws NCP wrongly even when written as NCP, and a
+# tilted AZP 0.6" off; every other projection is resampled onto a TAN grid too rather than trusted untested.
 VIEWER_PROJECTIONS = ("TAN", "SIN")
 
 
@@ -117,8 +117,9 @@ SPLINE_MARGIN = 8  # pixels read around a tile: a cubic spline's prefilter at a 
 
 def resample_onto_viewer_grid(hdu, wcs: WCS, dest: Path) -> None:
     """Write the 2-D image ``hdu`` (on ``wcs``) resampled onto its viewer_grid into ``dest``: cubic spline (bilinear
-    shifts an undersampled beam by up to a tenth of a pixel), NaN off the image and next to its blanks. Made a tile at a time (each reads only the part of the image under it), written a band of rows at a time,
-    so that memory stays bounded whatever the image's size."""
+    shifts an undersampled beam by up to a tenth of a pixel), NaN off the image and next to its blanks. Made a tile
+    at a time (each reads only the part of the image under it) and written a band of rows at a time, so that memory
+    stays bounded whatever the image's size."""
     from astropy.wcs.utils import pixel_to_pixel
     from scipy.ndimage import map_coordinates
 

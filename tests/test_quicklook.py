@@ -16,7 +16,7 @@ from astropy.io import fits
 from astropy.nddata import block_reduce
 from astropy.wcs import WCS
 
-from appliance.catalogs import normalized_table, overlay_figure
+from appliance.catalogs import normalized_table
 from appliance.fitsimage import celestial_wcs
 from appliance.quicklook import view_fits
 from appliance.testing import make_grid_sky
@@ -252,6 +252,8 @@ def test_block_averaged_viewer_copy_puts_sources_at_their_catalog_positions(appl
 def test_overlay_picture_of_a_large_image_shows_block_means_at_their_catalog_positions(tmp_path):
     """A picture of a 2000² image shows 3x3 block means, each at its block's centre; every n-th pixel drawn there
     would put each source (n - 1) / 2 pixels off its ellipse."""
+    from appliance.catalogs import overlay_figure
+
     path = tmp_path / "large.fits"
     truth = make_grid_sky(path, 2000, 250)
     components = normalized_table("components", "sep", {"ra": truth["ra"], "dec": truth["dec"], "major": [6.5] * 64,
@@ -273,6 +275,8 @@ def test_overlay_picture_of_a_large_image_shows_block_means_at_their_catalog_pos
 def test_each_axis_of_a_picture_is_labelled_with_the_coordinate_it_carries(tmp_path, rotation, along_x):
     """An AZP image turned on the sky: the axis along which Dec changes is labelled Dec and ticked in Dec."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from appliance.catalogs import overlay_figure
 
     header = {"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "CRVAL2": -70.0, "CROTA2": rotation}
     path = write_image(tmp_path / "azp.fits", shape=(200, 200), header=header)
