@@ -392,12 +392,14 @@ def make_grid_sky(
     return Table({"x": x, "y": y, "ra": ra, "dec": dec})
 
 
-# Run in the page: the viewer shows the image alone, linear grey from 0 to the brightest component's peak.
-_BARE_VIEW = """() => {
+# Run in the page: the viewer shows the image alone, linear grey from 0 to 0.9 of the faintest measured component's
+# peak (brighter ones saturate, evenly around their centre).
+_BARE_VIEW = """(ids) => {
     const v = window.caesarViewer;
     v.catalog.hide(); v.ring.hide();
     v.image.setColormap("grayscale", {stretch: "linear"});
-    v.image.setCuts(0, Math.max(...v.catalog.getSources().map((s) => +s.data.peak_flux)));
+    const measured = v.catalog.getSources().filter((s) => ids === null || ids.includes(String(s.data.component_id)));
+    v.image.setCuts(0, 0.9 * Math.min(...measured.map((s) => +s.data.peak_flux)));
 }"""
 _POSITIONS = """() => {
     const v = window.caesarViewer, rect = v.aladin.getParentDiv().getBoundingClientRect();
@@ -427,7 +429,7 @@ def viewer_registration(
 
     viewer = page.locator("#viewer")
     viewer.scroll_into_view_if_needed()
-    page.evaluate(_BARE_VIEW)
+    page.evaluate(_BARE_VIEW, ids)
     page.evaluate(_FRAME)
     width = page.evaluate("window.caesarViewer.aladin.getParentDiv().clientWidth")
     fov = page.evaluate("window.caesarViewer.aladin.getFov()[0]") * 3600.0

@@ -20,7 +20,7 @@ from appliance.testing import ServerProcess, make_grid_sky, viewer_registration
 
 NCP_AT_DEC_MINUS_40 = {"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP", "CRVAL1": 255.45, "CRVAL2": -38.6,
                        "CRPIX1": 3428.0, "CRPIX2": 3847.0}  # fmt: skip
-AZP = {"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "CRVAL2": -70.0}
+AZP = {"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "PV2_2": 30.0, "CRVAL2": -70.0}  # tilted
 IMAGES = {  # name: size, spacing, beam FWHM (arcsec), header
     "SIN (baseline)": (1000, 250, 6.5, {}),
     "NCP at Dec -40": (1000, 250, 6.5, NCP_AT_DEC_MINUS_40),
