@@ -577,9 +577,9 @@ def test_viewer_draws_components_on_the_sources_of_real_atca_fields(page, server
     # a finder's centroid of a real source in diffuse emission and that of its bright pixels differ by up to a beam
     # (on the injected images, by a tenth of an arcsecond); the projection drawn as plain SIN put them 85-157" off
     assert zoomed[-1] < 2 * 6.5
-    # the ellipse over its source, zoomed in on the brightest compact component
-    page.evaluate("window.caesarViewer.catalog.show(); window.caesarViewer.image.setColormap('grayscale', "
-                  "{stretch: 'asinh'})")  # fmt: skip
+    # the ellipse over its source, zoomed in on the brightest compact component, as the page shows it
+    open_viewer(page, server, job_id)
+    page.wait_for_function("window.__viewer.display", timeout=30000)
     page.evaluate(f"window.caesarViewer.select({brightest}); window.caesarViewer.aladin.setFoV({8 * 6.5 / 3600})")
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(500)
     page.locator("#viewer").screenshot(path=str(SCREENSHOTS / f"viewer-{field}-zoomed.png"))
