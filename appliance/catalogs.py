@@ -376,23 +376,33 @@ MAX_PLOT_PIXELS = 800  # about the picture's own size: more pixels would only be
 
 
 def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
+    """overlay_figure as a PNG."""
+    overlay_figure(image, components, title).savefig(out, pil_kwargs={"compress_level": 3})
+
+
+def overlay_figure(image: Path, components: Table, title: str) -> Any:
     """The image on its sky grid, or its pixel grid when it has no celestial WCS (asinh stretch over the zscale range),
-    with every component's FWHM ellipse.
-    Images larger than MAX_PLOT_PIXELS on a side are shown decimated, with the WCS decimated to match."""
+    with every component's FWHM ellipse, each axis labelled and ticked with the coordinate that runs along it.
+    Images larger than MAX_PLOT_PIXELS on a side are shown as the means of n×n blocks, on the WCS of the blocks."""
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     from astropy.io import fits
+    from astropy.nddata import block_reduce
     from astropy.visualization import AsinhStretch, ImageNormalize, ZScaleInterval
     from matplotlib.figure import Figure
 
     from appliance.fitsimage import image_wcs, plane_bands
 
-    with fits.open(image, memmap=False) as hdul:
+    with fits.open(image, memmap=False) as hdul, warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of a block of blanks is a blank
         wcs = image_wcs(hdul[0].header)
         step = max(1, math.ceil(max(hdul[0].shape) / MAX_PLOT_PIXELS))
-        shown = np.concatenate([band[::step, ::step] for band in plane_bands(hdul[0], step)])
-    wcs = wcs[::step, ::step] if step > 1 else wcs
+        shown = np.concatenate([block_reduce(band, step, func=np.nanmean) if step > 1 else band
+                                for band in plane_bands(hdul[0], step)])  # fmt: skip
+    wcs = wcs[::step, ::step] if step > 1 else wcs  # pixel n: the centre of block n, where its mean belongs
     finite = shown[np.isfinite(shown)]
     norm = ImageNormalize(finite if finite.size else np.zeros(1), interval=ZScaleInterval(), stretch=AsinhStretch())
     figure = Figure(figsize=(7, 7), dpi=100)
@@ -415,11 +425,31 @@ def overlay_plot(image: Path, components: Table, out: Path, title: str) -> None:
                 linewidths=0.8,
             )
         )
-    axes.set_xlabel("RA" if wcs.has_celestial else "x (pixel, 0-based)")
-    axes.set_ylabel("Dec" if wcs.has_celestial else "y (pixel, 0-based)")
+    if wcs.has_celestial:
+        names = ("RA", "Dec") if wcs.wcs.lngtyp == "RA" else (wcs.wcs.lngtyp, wcs.wcs.lattyp)
+        along_x = coordinate_along_x(wcs, shown.shape)
+        for index, side in ((along_x, "b"), (1 - along_x, "l")):
+            coordinate = axes.coords[index]
+            coordinate.set_ticklabel_position(side)
+            coordinate.set_axislabel_position(side)
+            coordinate.set_axislabel(names[index == wcs.wcs.lat])
+    else:
+        axes.set_xlabel("x (pixel, 0-based)")
+        axes.set_ylabel("y (pixel, 0-based)")
     axes.set_title(f"{title}: {len(components)} components" if len(components) else title)
-    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)
-    figure.savefig(out, pil_kwargs={"compress_level": 3})  # fixed margins: bbox_inches="tight" draws twice
+    figure.subplots_adjust(left=0.14, right=0.97, bottom=0.08, top=0.95)  # fixed margins: "tight" draws twice
+    return figure
+
+
+def coordinate_along_x(wcs: WCS, shape: tuple[int, ...]) -> int:
+    """The world axis (0 or 1) that changes most along the image's x axis at its centre, the other running along y:
+    on a rotated or strongly distorted image x may carry Dec rather than RA."""
+    rows, cols = shape[-2:]
+    x, y, step = (cols - 1) / 2, (rows - 1) / 2, max(1.0, min(rows, cols) / 20)
+    centre = wcs.pixel_to_world(x, y)
+    lon_x, lat_x = (abs(a.to_value(u.arcsec)) for a in centre.spherical_offsets_to(wcs.pixel_to_world(x + step, y)))
+    lon_y, lat_y = (abs(a.to_value(u.arcsec)) for a in centre.spherical_offsets_to(wcs.pixel_to_world(x, y + step)))
+    return wcs.wcs.lng if lon_x * lat_y >= lat_x * lon_y else wcs.wcs.lat
 
 
 def sorted_page(table: Table, sort: str, descending: bool, offset: int, limit: int) -> Table:

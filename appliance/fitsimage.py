@@ -344,12 +344,14 @@ def prepare_image(
     *,
     with_beam: bool = True,
     block: int = 1,
+    reads_pv_terms: bool = True,
 ) -> list[str]:
     """Write the plane a finder reads: the 2-D image of ``hdu_index`` as float32 with only its ``image_wcs``, the
     beam in the header (unless ``with_beam`` is false: a picture needs none), and non-finite pixels as NaN blanks.
     With ``block`` > 1 (the viewer's copy of a large image) each block × block pixels are averaged, blanks left out,
     and a partial block at the end of a row or column is dropped; astropy's strided WCS slice puts each new pixel at
-    the centre of its block.
+    the centre of its block. For a reader that ignores projection parameters (``reads_pv_terms`` false: caesar),
+    NCP stays NCP rather than the equivalent SIN with PV terms astropy writes.
 
     Rows are read and written ROW_BLOCK_BYTES at a time, so memory stays bounded whatever the image's size; a
     gzipped source is first unpacked to a hidden file beside ``dest``, removed afterwards (astropy reads each
@@ -362,7 +364,7 @@ def prepare_image(
             hdu = hdul[hdu_index]
             if len(hdu.shape) > 2:
                 notes.append(f"degenerate axes dropped: {len(hdu.shape)}-D data of shape {hdu.shape} read as 2-D")
-            out = _plane_header(hdu.header, block, notes)
+            out = _plane_header(hdu.header, block, notes, reads_pv_terms)
             if with_beam:
                 notes += _write_beam(hdu.header, out, beam_override, beam_fallback)
             blanks = _write_plane(hdu, out, dest, block)
@@ -394,19 +396,46 @@ def _unpacked(source: Path, scratch: Path) -> Iterator[Path]:
         scratch.unlink(missing_ok=True)
 
 
-def _plane_header(header: fits.Header, block: int, notes: list[str]) -> fits.Header:
+def _plane_header(header: fits.Header, block: int, notes: list[str], reads_pv_terms: bool = True) -> fits.Header:
     wcs = image_wcs(header)
     out = wcs[::block, ::block].to_header() if block > 1 else wcs.to_header()
-    written = str(out.get("CTYPE1", ""))[5:].strip("-")
-    original = str(header.get("CTYPE1", ""))[5:].strip("-")
-    if wcs.has_celestial and written != original:
-        notes.append(f"projection {original} written as the equivalent {written} with PV terms")
+    if wcs.has_celestial:
+        original = str(header.get(f"CTYPE{wcs.wcs.lng + 1}", ""))[5:].strip("-")
+        if not reads_pv_terms and _is_ncp(wcs):
+            for axis in (wcs.wcs.lng, wcs.wcs.lat):
+                out[f"CTYPE{axis + 1}"] = wcs.wcs.ctype[axis][:5] + "NCP"
+            for m in (1, 2):
+                out.remove(f"PV{wcs.wcs.lat + 1}_{m}", ignore_missing=True)
+        written = str(out[f"CTYPE{wcs.wcs.lng + 1}"])[5:].strip("-")
+        terms = [key for key in out if key.startswith("PV")]
+        note = f"projection given to the finder: {written}" + (f" with {', '.join(terms)}" if terms else "")
+        if written != original:
+            note += f", the equivalent of the header's {original}"
+        if terms and not reads_pv_terms:
+            note += (": the finder ignores PV terms, so the sky positions in its own files are off; the catalog's "
+                     "are computed from its pixel positions")  # fmt: skip
+        notes.append(note)
     for key in ("BUNIT", "TELESCOP", "OBJECT", "DATE-OBS", "RESTFRQ", "RESTFREQ"):
         if key in header:
             out[key] = header[key]
     if block > 1:
         out["HISTORY"] = f"averaged over {block}x{block} blocks for display"
     return out
+
+
+def _is_ncp(wcs: WCS) -> bool:
+    """Whether ``wcs`` is SIN with the projection parameters of NCP (PV2_1 = 0, PV2_2 = cot of the reference Dec),
+    as astropy reads an NCP header: the two are the same projection."""
+    if wcs.wcs.ctype[wcs.wcs.lng][5:].strip("-") != "SIN":
+        return False
+    terms = {(axis, m): value for axis, m, value in wcs.wcs.get_pv()}
+    lat = wcs.wcs.lat + 1
+    cot = 1.0 / math.tan(math.radians(wcs.wcs.crval[wcs.wcs.lat])) if wcs.wcs.crval[wcs.wcs.lat] else math.inf
+    return (
+        set(terms) <= {(lat, 1), (lat, 2)}
+        and terms.get((lat, 1), 0.0) == 0.0
+        and math.isclose(terms.get((lat, 2), 0.0), cot, rel_tol=1e-9)
+    )
 
 
 def _write_plane(hdu: Any, header: fits.Header, dest: Path, block: int) -> int:

@@ -523,6 +523,7 @@ class JobService:
                 folder / INPUT_IMAGE,
                 beam_override=app.beam_override(job.options),
                 beam_fallback=app.beam_fallback(job.options),
+                reads_pv_terms=app.reads_pv_terms,
             )
             for note in notes:
                 self._log(job, f"input: {note}")

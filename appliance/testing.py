@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -345,3 +346,144 @@ def fuzz_config(server: ServerProcess, ids: dict[str, list[str]], max_examples: 
             for selection in _DESTRUCTIVE
         ],
     }
+
+
+def make_grid_sky(
+    path: Path,
+    size: int = 1000,
+    spacing: int = 200,
+    *,
+    header: dict[str, Any] | None = None,
+    peak_jy: float = 0.05,
+    noise_jy: float = 1e-4,
+    beam_arcsec: float = 6.5,
+    pixel_arcsec: float = 1.5,
+) -> Table:
+    """A size² image with a beam-shaped source every ``spacing`` pixels (far enough apart that a misplaced one is
+    not taken for its neighbour) on white noise, SIN at (150, -30) unless ``header`` says otherwise (its keys
+    replace the WCS and add to the rest). Written a band of rows at a time, so that a large one fits in memory.
+    Returns the truth: x, y (0-based pixels), ra, dec (deg)."""
+    import numpy as np
+    from astropy.io import fits
+
+    from appliance.fitsimage import celestial_wcs
+
+    sigma = beam_arcsec / pixel_arcsec / (2 * np.sqrt(2 * np.log(2)))
+    centres = np.arange(spacing / 2, size, spacing) + 0.3  # off the pixel centres
+    out = fits.Header([("SIMPLE", True), ("BITPIX", -32), ("NAXIS", 2), ("NAXIS1", size), ("NAXIS2", size)])
+    out.update(CTYPE1="RA---SIN", CTYPE2="DEC--SIN", CRVAL1=150.0, CRVAL2=-30.0, CRPIX1=size / 2 + 1,
+               CRPIX2=size / 2 + 1, CDELT1=-pixel_arcsec / 3600, CDELT2=pixel_arcsec / 3600, RADESYS="ICRS",
+               BUNIT="JY/BEAM", BMAJ=beam_arcsec / 3600, BMIN=beam_arcsec / 3600, BPA=0.0)  # fmt: skip
+    out.update(header or {})
+    rng = np.random.default_rng(11)
+    rows = max(1, (8 << 20) // (4 * size))
+    with fits.StreamingHDU(path, out) as stream:
+        for top in range(0, size, rows):
+            y, x = np.mgrid[top : min(top + rows, size), 0:size]
+            band = rng.normal(0.0, noise_jy, x.shape).astype(np.float32)
+            near_y = centres[np.abs(centres[:, None] - y[:, 0][None, :]).min(axis=1) < 6 * sigma]
+            for cy in near_y:
+                dy2 = (y - cy) ** 2
+                nearest_x = centres[np.abs(centres[None, :] - x[0][:, None]).argmin(axis=1)]
+                band += (peak_jy * np.exp(-(dy2 + (x - nearest_x[None, :]) ** 2) / (2 * sigma**2))).astype(np.float32)
+            stream.write(band)
+    x, y = (a.ravel() for a in np.meshgrid(centres, centres))
+    ra, dec = celestial_wcs(out).all_pix2world(x, y, 0)
+    return Table({"x": x, "y": y, "ra": ra, "dec": dec})
+
+
+# Run in the page: the viewer shows the image alone, linear grey from 0 to 0.9 of the faintest measured component's
+# peak (brighter ones saturate, evenly around their centre).
+_BARE_VIEW = """(ids) => {
+    const v = window.caesarViewer;
+    v.catalog.hide(); v.ring.hide();
+    v.image.setColormap("grayscale", {stretch: "linear"});
+    const measured = v.catalog.getSources().filter((s) => ids === null || ids.includes(String(s.data.component_id)));
+    v.image.setCuts(0, 0.9 * Math.min(...measured.map((s) => +s.data.peak_flux)));
+}"""
+_POSITIONS = """() => {
+    const v = window.caesarViewer, rect = v.aladin.getParentDiv().getBoundingClientRect();
+    return v.catalog.getSources().map((s) => {
+        const p = v.screenPosition(s.data.component_id);
+        return {id: String(s.data.component_id), ra: s.ra, dec: s.dec, x: p.x - rect.left, y: p.y - rect.top};
+    });
+}"""
+_FRAME = "() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(() => setTimeout(r, 150))))"
+
+
+def viewer_registration(
+    page, search_arcsec: float, zoom_fov_arcsec: float, shot: Path | None = None, ids: list[str] | None = None
+) -> dict[str, Any]:
+    """How far from each component the sky viewer on ``page`` (a job page with its viewer ready) draws the component's
+    source: the separation (arcsec) between the component's position and the sky position, as the viewer gives it,
+    of the centroid of the bright pixels the viewer draws within ``search_arcsec`` of the component's screen
+    position (window.caesarViewer.screenPosition). Measured at the default zoom, then zoomed in on each to a field of
+    ``zoom_fov_arcsec``. Returns the separations by component id, each kind's maximum, and the view's scale; the
+    default view, bare, is saved to ``shot`` when given. ``ids``: only these components."""
+    import io
+
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+    from PIL import Image
+    from scipy import ndimage
+
+    viewer = page.locator("#viewer")
+    viewer.scroll_into_view_if_needed()
+    page.evaluate(_BARE_VIEW, ids)
+    page.evaluate(_FRAME)
+    width = page.evaluate("window.caesarViewer.aladin.getParentDiv().clientWidth")
+    fov = page.evaluate("window.caesarViewer.aladin.getFov()[0]") * 3600.0
+    height = page.evaluate("window.caesarViewer.aladin.getParentDiv().clientHeight")
+    components = [c for c in page.evaluate(_POSITIONS) if ids is None or c["id"] in ids]
+    if shot is not None:
+        shot.parent.mkdir(parents=True, exist_ok=True)
+        viewer.screenshot(path=str(shot))
+
+    def settled(viewer) -> np.ndarray:
+        """The viewer's picture once two in a row, 0.1 s apart, are the same: the viewer has drawn the change."""
+        last = None
+        for _ in range(50):
+            shot = np.asarray(Image.open(io.BytesIO(viewer.screenshot())).convert("L"), dtype=float)
+            if last is not None and np.array_equal(shot, last):
+                return shot
+            last = shot
+            page.wait_for_timeout(100)
+        return last
+
+    def drawn_at(x: float, y: float, radius_px: float) -> tuple[float, float] | None:
+        """The centroid (screen pixels in the viewer) of the bright blob drawn nearest to (x, y) within radius_px."""
+        shot = settled(viewer)
+        y0, x0 = max(0, int(y - radius_px)), max(0, int(x - radius_px))
+        part = shot[y0 : int(y + radius_px) + 1, x0 : int(x + radius_px) + 1]
+        if not part.size or part.max() < 64:
+            return None
+        weight = np.clip(part - 0.5 * part.max(), 0, None)
+        labels, count = ndimage.label(weight > 0)
+        centres = np.array(ndimage.center_of_mass(weight, labels, range(1, count + 1)))
+        row, col = centres[np.argmin(np.hypot(centres[:, 0] + y0 - y, centres[:, 1] + x0 - x))]
+        return col + x0 + 0.5, row + y0 + 0.5  # a screen pixel's centre is half a pixel from its corner
+
+    def sky(point: tuple[float, float]) -> SkyCoord:
+        ra, dec = page.evaluate(f"window.caesarViewer.aladin.pix2world({point[0]}, {point[1]})")
+        return SkyCoord(ra, dec, unit="deg")
+
+    default, zoomed, drawn = {}, {}, {}
+    for c in components:
+        found = drawn_at(c["x"], c["y"], search_arcsec / fov * width)
+        drawn[c["id"]] = sky(found) if found else None
+        default[c["id"]] = SkyCoord(c["ra"], c["dec"], unit="deg").separation(drawn[c["id"]]).arcsec if found else None
+    for c in components:
+        if drawn[c["id"]] is None:
+            zoomed[c["id"]] = None
+            continue
+        page.evaluate(f"window.caesarViewer.aladin.gotoRaDec({drawn[c['id']].ra.deg}, {drawn[c['id']].dec.deg})")
+        page.evaluate(f"window.caesarViewer.aladin.setFoV({zoom_fov_arcsec / 3600.0})")
+        page.evaluate(_FRAME)
+        found = drawn_at(width / 2, height / 2, min(width, height) / 2)
+        zoomed[c["id"]] = SkyCoord(c["ra"], c["dec"], unit="deg").separation(sky(found)).arcsec if found else None
+
+    def worst(errors: dict[str, float | None]) -> float:  # a source not seen at all counts as infinitely far
+        return max((math.inf if e is None else e for e in errors.values()), default=math.nan)
+
+    return {"default": default, "zoomed": zoomed, "max_default": worst(default), "max_zoomed": worst(zoomed),
+            "arcsec_per_screen_pixel": fov / width}  # fmt: skip

@@ -310,3 +310,57 @@ def test_images_without_wcs_are_refused_for_caesar(tmp_path):
     with pytest.raises(InvalidContent):
         Caesar().check_input({"celestial_wcs": False}, Caesar.schema.validate({}))
     assert write_image(tmp_path / "x.fits").exists()
+
+
+@pytest.mark.parametrize("field", ["ScorpioS17Field", "ScorpioExtendedSourceField"])
+def test_caesar_is_given_ncp_as_ncp_and_other_finders_the_equivalent_sin(shared_data, tmp_path, field):
+    """caesar's WCS code ignores PV terms: given NCP as astropy writes it (SIN with PV2_1, PV2_2) its own RA/Dec
+    come out 85-153" off; given NCP it reads it right (its reference runs on these fields agree with astropy to
+    0.05"). The finders that read the WCS with astropy get the equivalent SIN, as before; both place every pixel
+    where the upload's header does."""
+    from appliance.apps.aegean import Aegean
+    from appliance.fitsimage import prepare_image
+
+    source = shared_data / f"{field}.fits"
+    original = celestial_wcs(fits.getheader(source))
+    y, x = np.mgrid[0:1000:111, 0:1000:111]
+    for app, ctype, said in (
+        (Caesar(), "RA---NCP", "projection given to the finder: NCP"),
+        (Aegean(), "RA---SIN", "projection given to the finder: SIN with PV2_1, PV2_2, the equivalent of the "
+                               "header's NCP"),
+    ):  # fmt: skip
+        dest = tmp_path / f"{app.name}.fits"
+        notes = prepare_image(source, 0, dest, beam_fallback=(6.5, 6.5, 0.0), reads_pv_terms=app.reads_pv_terms)
+        header = fits.getheader(dest)
+        assert header["CTYPE1"] == ctype and header["CTYPE2"] == ctype.replace("RA--", "DEC-")
+        assert said in notes
+        terms = [key for key in header if key.startswith("PV")]
+        assert terms == ([] if app.name == "caesar" else ["PV2_1", "PV2_2"])
+        assert (header["CRVAL1"], header["CRVAL2"], header["CRPIX1"], header["CRPIX2"]) == (
+            255.449637133 if field == "ScorpioS17Field" else fits.getheader(source)["CRVAL1"],
+            fits.getheader(source)["CRVAL2"], fits.getheader(source)["CRPIX1"], fits.getheader(source)["CRPIX2"],
+        )  # fmt: skip
+        given = celestial_wcs(header)
+        assert given.pixel_to_world(x, y).separation(original.pixel_to_world(x, y)).arcsec.max() < 1e-6
+    # what caesar would make of the SIN with PV terms: the same pixels 85-153" away
+    ignored = celestial_wcs(fits.getheader(tmp_path / "aegean.fits"))
+    ignored.wcs.set_pv([])
+    ignored.wcs.set()
+    assert ignored.pixel_to_world(x, y).separation(original.pixel_to_world(x, y)).arcsec.min() > 60
+
+
+def test_the_job_log_says_which_projection_caesar_was_given(shared_data, tmp_path):
+    """Through a job, with a FindSource that finds nothing: the log says caesar was given NCP."""
+    from appliance.testing import make_grid_sky
+    from tests.conftest import api_client, wait_for_job
+
+    findsource = tmp_path / "bin" / "FindSource"
+    findsource.parent.mkdir()
+    findsource.write_text("#!/bin/sh\necho 'Usage: FindSource [options]'\n")
+    findsource.chmod(0o755)
+    image = tmp_path / "ncp.fits"
+    make_grid_sky(image, 200, 100, header={"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP", "CRVAL2": -40.0})
+    with api_client(make_settings(tmp_path / "home", caesar_findsource=str(findsource))) as client:
+        job = client.post(f"{API}/job", json={"app": "caesar", "data_inputs": upload_file(client, image)}).json()
+        assert wait_for_job(client, job["job_id"])["state"] == "SUCCESS"
+        assert "input: projection given to the finder: NCP\n" in client.get(f"{API}/job/{job['job_id']}/log").text

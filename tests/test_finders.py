@@ -245,7 +245,7 @@ def test_real_atca_images(client, shared_data, app, image, least):
         by_island = {i: int(np.sum(found["island_id"] == i)) for i in islands["island_id"]}
         assert list(islands["n_components"]) == list(by_island.values())
     assert "no BPA in the header: a beam position angle of 0 deg is assumed" in log
-    assert "projection NCP written as the equivalent SIN" in log
+    assert "projection given to the finder: SIN with PV2_1, PV2_2, the equivalent of the header's NCP" in log
     spec = client.get(f"{API}/job/{job_id}/files/job.json").json()
     assert spec["filename_orig"] == image and spec["state"] == "SUCCESS"
     # a component sits on the brightest pixel of the image (fluxes are checked on the synthetic sky: on these

@@ -16,8 +16,10 @@ from astropy.io import fits
 from astropy.nddata import block_reduce
 from astropy.wcs import WCS
 
+from appliance.catalogs import normalized_table
 from appliance.fitsimage import celestial_wcs
 from appliance.quicklook import view_fits
+from appliance.testing import make_grid_sky
 from tests.conftest import API, REPO, api_client, make_settings, upload_file, write_image
 
 
@@ -128,11 +130,13 @@ def large_images(tmp_path_factory) -> dict[str, Path]:
     fits.PrimaryHDU(data, header=header).writeto(folder / "large.fits")
     with (folder / "large.fits").open("rb") as plain, gzip.open(folder / "large.fits.gz", "wb", 1) as packed:
         shutil.copyfileobj(plain, packed, 4 << 20)
-    return {"plain": folder / "large.fits", "gzip": folder / "large.fits.gz"}
+    header.update(NCP_FAR_FROM_ITS_REFERENCE, CDELT1=-1.5 / 3600, CDELT2=1.5 / 3600)  # resampled for the viewer
+    fits.PrimaryHDU(data, header=header).writeto(folder / "ncp.fits")
+    return {"plain": folder / "large.fits", "gzip": folder / "large.fits.gz", "ncp": folder / "ncp.fits"}
 
 
 @pytest.mark.parametrize("product", ["quicklook", "finder input"])
-@pytest.mark.parametrize("packing", ["plain", "gzip"])
+@pytest.mark.parametrize("packing", ["plain", "gzip", "ncp"])
 def test_products_of_a_large_image_take_bounded_memory(large_images, tmp_path, product, packing):
     data_bytes = 8000 * 8000 * 4
     baseline, peak = peak_memory(product, large_images[packing], tmp_path)
@@ -174,3 +178,118 @@ def test_a_decompression_bomb_is_refused_beyond_the_limit_and_shown_in_bounded_m
     baseline, peak = peak_memory("quicklook", stored, tmp_path)
     report(f"quicklook ({bomb.stat().st_size / 1e6:.1f} MB gzip)", bomb, data_bytes, baseline, peak)
     assert peak - baseline < data_bytes / 16
+
+
+NCP_FAR_FROM_ITS_REFERENCE = {"CTYPE1": "RA---NCP", "CTYPE2": "DEC--NCP", "CRVAL1": 255.45, "CRVAL2": -38.6,
+                              "CRPIX1": 3428.0, "CRPIX2": 3847.0}  # fmt: skip  # as the ATCA fields, at Dec -40
+
+
+def drawn_positions(data: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float = 4.0) -> np.ndarray:
+    """The centroid (0-based pixels) of the bright pixels of ``data`` around each (x, y): where each source is."""
+    found = []
+    for cx, cy in zip(x, y, strict=True):
+        y0, x0 = max(0, int(cy - radius)), max(0, int(cx - radius))
+        part = np.nan_to_num(data[y0 : int(cy + radius) + 2, x0 : int(cx + radius) + 2])
+        weight = np.clip(part - 0.3 * part.max(), 0, None)
+        rows, cols = np.indices(part.shape)
+        found.append(((weight * cols).sum() / weight.sum() + x0, (weight * rows).sum() / weight.sum() + y0))
+    return np.array(found)
+
+
+@pytest.mark.parametrize(
+    ("header", "resampled"),
+    [
+        (NCP_FAR_FROM_ITS_REFERENCE, True),
+        ({"CTYPE1": "RA---SIN", "CTYPE2": "DEC--SIN", "PV2_1": 0.01, "PV2_2": -0.02}, True),
+        ({"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "CRVAL2": -70.0}, True),
+        ({"CTYPE1": "RA---CAR", "CTYPE2": "DEC--CAR", "CRVAL2": 0.0}, True),
+        ({"CTYPE1": "RA---ZEA", "CTYPE2": "DEC--ZEA"}, True),
+        ({"CTYPE1": "RA---ARC", "CTYPE2": "DEC--ARC", "CROTA2": 30.0}, True),
+        ({"CTYPE1": "GLON-TAN", "CTYPE2": "GLAT-TAN"}, True),
+        ({"RADESYS": "FK4", "EQUINOX": 1950.0}, True),
+        ({}, False),  # plain SIN
+        ({"CTYPE1": "RA---TAN", "CTYPE2": "DEC--TAN", "CROTA2": 20.0}, False),
+    ],
+    ids=["ncp", "sin_pv", "azp", "car", "zea", "arc_rotated", "galactic", "fk4", "sin", "tan_rotated"],
+)
+def test_viewer_copy_is_on_a_grid_the_viewer_draws_as_written(appliance, tmp_path, header, resampled):
+    """Aladin Lite ignores PV terms and misdraws NCP, AZP and others: those images are resampled onto an ICRS TAN
+    grid, and every source is where the catalog puts it on that grid; TAN and SIN without PV keep their pixels."""
+    path = tmp_path / "field.fits"
+    truth = make_grid_sky(path, 400, 100, header=header)
+    record = appliance.files.add("anonymous", path)
+    view = view_fits(record, appliance.files.path(record), appliance.settings.cache_dir)
+    with fits.open(view) as copy:
+        data, shown = copy[0].data, copy[0].header
+    if not resampled:
+        np.testing.assert_array_equal(data, fits.getdata(path))
+        assert "PV2_1" not in shown and shown["CTYPE1"] == fits.getheader(path)["CTYPE1"]
+        return
+    assert (shown["CTYPE1"], shown["CTYPE2"], shown["RADESYS"]) == ("RA---TAN", "DEC--TAN", "ICRS")
+    assert not [key for key in shown if key.startswith(("PV", "PC", "CD1_", "CD2_"))]
+    wcs = celestial_wcs(shown)
+    sky = celestial_wcs(fits.getheader(path)).pixel_to_world(truth["x"], truth["y"])
+    x, y = wcs.world_to_pixel(sky)
+    found = drawn_positions(data, x, y)
+    assert np.hypot(found[:, 0] - x, found[:, 1] - y).max() < 0.05  # pixels of 1.5"
+    assert 0.9 * 400**2 < np.isfinite(data).sum() < 1.3 * 400**2  # the whole image, and little around it
+
+
+@pytest.mark.parametrize("header", [{}, NCP_FAR_FROM_ITS_REFERENCE], ids=["sin", "ncp"])
+def test_block_averaged_viewer_copy_puts_sources_at_their_catalog_positions(appliance, tmp_path, header):
+    path = tmp_path / "large.fits"
+    truth = make_grid_sky(path, 4200, 600, header=header)  # averaged over 2x2 blocks for the viewer
+    record = appliance.files.add("anonymous", path)
+    view = view_fits(record, appliance.files.path(record), appliance.settings.cache_dir)
+    with fits.open(view) as copy:
+        data, wcs = copy[0].data, celestial_wcs(copy[0].header)
+    assert max(data.shape) <= 2200 and "averaged over 2x2 blocks for display" in str(copy[0].header["HISTORY"])
+    x, y = wcs.world_to_pixel(celestial_wcs(fits.getheader(path)).pixel_to_world(truth["x"], truth["y"]))
+    found = drawn_positions(data, x, y, radius=3.0)
+    assert np.hypot(found[:, 0] - x, found[:, 1] - y).max() < 0.05  # pixels of 3"
+
+
+def test_overlay_picture_of_a_large_image_shows_block_means_at_their_catalog_positions(tmp_path):
+    """A picture of a 2000² image shows 3x3 block means, each at its block's centre; every n-th pixel drawn there
+    would put each source (n - 1) / 2 pixels off its ellipse."""
+    from appliance.catalogs import overlay_figure
+
+    path = tmp_path / "large.fits"
+    truth = make_grid_sky(path, 2000, 250)
+    components = normalized_table("components", "sep", {"ra": truth["ra"], "dec": truth["dec"], "major": [6.5] * 64,
+                                                        "minor": [6.5] * 64, "pa": [0.0] * 64})  # fmt: skip
+    figure = overlay_figure(path, components, "large")
+    axes = figure.axes[0]
+    shown, wcs = np.asarray(axes.images[0].get_array()), axes.wcs
+    assert shown.shape == (666, 666)
+    np.testing.assert_allclose(shown[100:110, 200:210], block_reduce(fits.getdata(path), 3)[100:110, 200:210] / 9,
+                               rtol=1e-5)  # fmt: skip
+    x, y = wcs.world_to_pixel(celestial_wcs(fits.getheader(path)).pixel_to_world(truth["x"], truth["y"]))
+    found = drawn_positions(shown, x, y, radius=3.0)
+    assert np.hypot(found[:, 0] - x, found[:, 1] - y).max() < 0.05
+    ellipses = axes.collections[0].get_offsets()
+    np.testing.assert_allclose(ellipses, np.column_stack([x, y]), atol=1e-6)
+
+
+@pytest.mark.parametrize(("rotation", "along_x"), [(0.0, "RA"), (90.0, "Dec"), (-70.0, "Dec"), (20.0, "RA")])
+def test_each_axis_of_a_picture_is_labelled_with_the_coordinate_it_carries(tmp_path, rotation, along_x):
+    """An AZP image turned on the sky: the axis along which Dec changes is labelled Dec and ticked in Dec."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from appliance.catalogs import overlay_figure
+
+    header = {"CTYPE1": "RA---AZP", "CTYPE2": "DEC--AZP", "PV2_1": 2.0, "CRVAL2": -70.0, "CROTA2": rotation}
+    path = write_image(tmp_path / "azp.fits", shape=(200, 200), header=header)
+    wcs = celestial_wcs(fits.getheader(path))
+    centre, step = wcs.pixel_to_world(100, 100), wcs.pixel_to_world(110, 100)
+    d_ra, d_dec = (abs(a.to_value("arcsec")) for a in centre.spherical_offsets_to(step))
+    assert (d_dec > d_ra) == (along_x == "Dec")  # what the x axis really carries
+    figure = overlay_figure(path, normalized_table("components", "", {}), "azp")
+    FigureCanvasAgg(figure).draw()
+    coords = figure.axes[0].coords
+    ra, dec = coords[0], coords[1]
+    on_x, on_y = (ra, dec) if along_x == "RA" else (dec, ra)
+    assert on_x.get_axislabel() == along_x and on_y.get_axislabel() == ("Dec" if along_x == "RA" else "RA")
+    assert "b" in on_x.get_axislabel_position() and "b" in on_x.get_ticklabel_position()
+    assert "l" in on_y.get_axislabel_position() and "l" in on_y.get_ticklabel_position()
+    assert "b" not in on_y.get_ticklabel_position() and "l" not in on_x.get_ticklabel_position()

@@ -32,10 +32,10 @@ from appliance.quicklook import (
     VIEW_COLORMAPS,
     VIEW_STRETCHES,
     colorbar_png,
+    layer_view,
     quicklook_png,
     view_fits,
     view_statistics,
-    viewer_copy,
 )
 from web.errors import http_status_of
 from web.params import PageNumber
@@ -455,9 +455,9 @@ class DashboardController(Controller):
         source = appliance.jobs.layers(user, job_id).get(layer)
         if source is None:
             raise NotFoundException(f"job {job_id} has no map {layer!r}")
-        record = appliance.files.get(user, appliance.jobs.get(user, job_id).data_inputs)
+        record, image = appliance.files.open_path(user, appliance.jobs.get(user, job_id).data_inputs)
         copy = appliance.settings.cache_dir / "view" / f"job-{job_id}-{layer}.fits"
-        return viewer_copy(source, 0, max(record.summary["shape"]), copy)
+        return layer_view(record, image, source, copy)
 
     @get("/colorbar.png", sync_to_thread=True)
     def colorbar(self, colormap: FromQuery[str] = "grayscale") -> Response:

@@ -96,6 +96,9 @@ class App:
     # the lines of the finder's output that say how far it has got (appliance.progress reads the last one): named
     # groups ``stage`` (else the whole match), ``done`` and ``total``
     progress_lines: tuple[re.Pattern[str], ...] = ()
+    # its WCS code reads projection parameters (PV terms): those that ignore them get NCP as NCP, not as astropy's
+    # equivalent SIN with PV terms
+    reads_pv_terms: bool = True
 
     def availability(self) -> Availability:
         missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]

@@ -62,6 +62,7 @@ class Caesar(App):
     maps = {"background": "bkg.fits", "rms": "rms.fits", "significance": "significance.fits"}  # when saved
     flags_are_bits = False
     flag_legend = {3: "high-quality fit", 2: "medium-quality fit", 1: "low-quality fit", 0: "bad fit"}  # fitQuality
+    reads_pv_terms = False  # its RA/Dec are 85-153" off on NCP fields given as SIN with PV terms
     schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])
     rules = {rule.option.name: rule for rule in RULES}
 
