@@ -4,6 +4,7 @@ Both are made once per file and cached under <home>/cache/."""
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from pathlib import Path
@@ -112,6 +113,109 @@ def viewer_grid(wcs: WCS, shape: tuple[int, int]) -> tuple[WCS, tuple[int, int]]
     return grid, (y1 - y0 + 1, x1 - x0 + 1)
 
 
+# Aladin Lite 3.8 draws a FITS image as a mesh of ceil(15 × its size / 180°) cells a side (al-core's
+# renderable/image: MAX_NUM_TRI_PER_SIDE_IMAGE), so any image under 12° as one cell, two triangles, its texture
+# interpolated linearly between the corners' screen positions. That is exact only in a view centred on the image's
+# tangent point: zoomed in elsewhere, the curvature of the sky between the corners moves every pixel, by about
+# d·w²/8 (d the view's offset from the tangent point, w the image's side, in radians): 2.9" on a 3.4° image, a source
+# 1.5° from its centre. Such an image is given to the viewer as tiles, each drawn as two triangles of its own.
+VIEW_MESH_ERROR = 0.1  # of a pixel of the viewer copy: the most the viewer's drawing of a tile may move it
+VIEW_MAX_TILES = 8  # tiles a side
+
+
+def _unit_vectors(wcs: WCS, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    lon, lat = (np.radians(a) for a in wcs.pixel_to_world_values(x, y))
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], axis=-1)
+
+
+def _orthographic(v: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """The plane coordinates (radians) of unit vectors ``v`` in the viewer's SIN projection centred on ``centre``."""
+    east = np.cross([0.0, 0.0, 1.0], centre)
+    east = east / np.linalg.norm(east) if np.linalg.norm(east) > 1e-9 else np.array([0.0, 1.0, 0.0])
+    north = np.cross(centre, east)
+    return np.stack([v @ east, v @ north], axis=-1)
+
+
+def tile_edges(side: int, tiles: int) -> np.ndarray:
+    """The first pixel of each of ``tiles`` near-equal parts of ``side`` pixels, and ``side``."""
+    return np.linspace(0, side, tiles + 1).round().astype(int)
+
+
+def mesh_error_arcsec(wcs: WCS, shape: tuple[int, int], tiles: int) -> float:
+    """How far (arcsec) the viewer draws a pixel of an image on ``wcs`` of ``shape`` (rows, columns), given as
+    tiles × tiles tiles, from where it is, at most: each tile drawn as Aladin draws an image, two triangles between
+    its corners (the outer edges of its corner pixels), in views centred on the image's corners and centre and on
+    the tile's centre."""
+    rows, cols = shape
+    corners = _unit_vectors(wcs, np.array([-0.5, cols - 0.5, -0.5, cols - 0.5, (cols - 1) / 2]),
+                            np.array([-0.5, -0.5, rows - 0.5, rows - 0.5, (rows - 1) / 2]))  # fmt: skip
+    f = np.linspace(0.0, 1.0, 9)
+    fu, fv = (a.ravel() for a in np.meshgrid(f, f))
+    worst = 0.0
+    xs, ys = tile_edges(cols, tiles), tile_edges(rows, tiles)
+    for x0, x1 in zip(xs[:-1], xs[1:], strict=True):
+        for y0, y1 in zip(ys[:-1], ys[1:], strict=True):
+            ex, ey = np.array([x0, x1, x0, x1]) - 0.5, np.array([y0, y0, y1, y1]) - 0.5
+            tl, tr, bl, br = _unit_vectors(wcs, ex, ey)
+            points = _unit_vectors(wcs, x0 - 0.5 + fu * (x1 - x0), y0 - 0.5 + fv * (y1 - y0))
+            middle = _unit_vectors(wcs, np.array([(x0 + x1 - 1) / 2]), np.array([(y0 + y1 - 1) / 2]))
+            for centre in [*corners, *middle]:
+                ptl, ptr, pbl, pbr = (_orthographic(c, centre) for c in (tl, tr, bl, br))
+                lower = (fu + fv <= 1)[:, None]  # Aladin's triangles: (tl, tr, bl) and (tr, br, bl)
+                drawn = np.where(
+                    lower,
+                    ptl + fu[:, None] * (ptr - ptl) + fv[:, None] * (pbl - ptl),
+                    pbr + (1 - fu)[:, None] * (pbl - pbr) + (1 - fv)[:, None] * (ptr - pbr),
+                )
+                error = np.hypot(*(drawn - _orthographic(points, centre)).T)
+                worst = max(worst, float(np.degrees(error.max()) * 3600.0))
+    return worst
+
+
+def view_tiles(view: Path) -> int:
+    """How many tiles a side the viewer copy at ``view`` is given to the viewer as: the fewest that it draws within
+    VIEW_MESH_ERROR of a pixel (1 for a 1000² image of 1.5" pixels; 6 for 4096² of 3"), at most VIEW_MAX_TILES."""
+    stat = view.stat()
+    return _view_tiles(str(view), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=256)
+def _view_tiles(view: str, mtime_ns: int, size: int) -> int:
+    from astropy.wcs.utils import proj_plane_pixel_scales
+
+    header = fits.getheader(view)
+    wcs = image_wcs(header)
+    if not wcs.has_celestial:
+        return 1
+    shape = (header["NAXIS2"], header["NAXIS1"])
+    allowed = VIEW_MESH_ERROR * float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs)))) * 3600.0
+    return next((n for n in range(1, VIEW_MAX_TILES) if mesh_error_arcsec(wcs, shape, n) <= allowed), VIEW_MAX_TILES)
+
+
+def view_tile(view: Path, index: int) -> Path:
+    """Tile ``index`` (row by row from the first row of pixels) of the viewer copy at ``view``, cut out of it with
+    its WCS (the reference pixel moved with the cut, no pixel resampled), made once beside it."""
+    tiles = view_tiles(view)
+    if not 0 <= index < tiles * tiles:
+        raise IndexError(index)
+    path = view.with_name(f"{view.stem}.tile{index}.fits")
+    if not path.exists():
+        with _MAKING:
+            if not path.exists():
+                partial = path.with_name(f".{path.name}.part")
+                with fits.open(view, memmap=True) as hdul:
+                    header = hdul[0].header.copy()
+                    xs, ys = tile_edges(header["NAXIS1"], tiles), tile_edges(header["NAXIS2"], tiles)
+                    row, column = divmod(index, tiles)
+                    (x0, x1), (y0, y1) = xs[column : column + 2], ys[row : row + 2]
+                    header["CRPIX1"] = header.get("CRPIX1", 0.0) - x0
+                    header["CRPIX2"] = header.get("CRPIX2", 0.0) - y0
+                    header["HISTORY"] = f"tile {index} of {tiles}x{tiles}: pixels [{x0}:{x1}, {y0}:{y1}] (0-based)"
+                    fits.PrimaryHDU(np.array(hdul[0].data[y0:y1, x0:x1]), header).writeto(partial, overwrite=True)
+                partial.replace(path)
+    return path
+
+
 SPLINE_MARGIN = 8  # pixels read around a tile: a cubic spline's prefilter at a tile's edge fades within them
 
 
@@ -198,13 +302,13 @@ def view_statistics(view: Path) -> dict:
         unit = str(hdul[0].header.get("BUNIT", "")).strip()
     sample = sample[np.isfinite(sample)]
     if not sample.size:
-        return {"unit": unit, "cuts": {}}
+        return {"unit": unit, "cuts": {}, "tiles": view_tiles(view)}
     cuts = {"minmax": [float(sample.min()), float(sample.max())]}
     for percent in (99.5, 99.0, 95.0):
         low, high = np.percentile(sample, [(100 - percent) / 2, 100 - (100 - percent) / 2])
         cuts[f"{percent:g}%"] = [float(low), float(high)]
     cuts["zscale"] = [float(v) for v in ZScaleInterval().get_limits(sample)]
-    return {"unit": unit, "cuts": cuts}
+    return {"unit": unit, "cuts": cuts, "tiles": view_tiles(view)}
 
 
 def colorbar_png(colormap: str) -> bytes:

@@ -1,10 +1,12 @@
 """Registration of the sky viewer: how far from its component the viewer draws each source, in Debian's chromium.
 
 Injected-source images (a beam-shaped source every 250 pixels, 1.5" pixels, 6.5" beam) in NCP at Dec -40 (its
-reference point 2 deg away, as on the ATCA fields), in AZP, and an 8192² one the viewer is given block-averaged;
-each run through sep, its job page opened, and each component's screen position compared with the centroid of the
-bright pixels drawn around it (appliance.testing.viewer_registration), at the default zoom and zoomed in to a field
-of 4 beams (the 8192² one has a broad beam, which its default view's 25" pixels do not hide). The baseline, from the same run, is a plain SIN image, which the viewer draws as written.
+reference point 2 deg away, as on the ATCA fields), in AZP, and an 8192² one the viewer is given block-averaged and as
+6 × 6 tiles (drawn whole, 3.4° as two triangles between its corners, it put sources 1.5° out 2.9" off zoomed in); each
+run through sep, its job page opened, and each component's screen position compared with the centroid of the bright
+pixels drawn around it (appliance.testing.viewer_registration), at the default zoom and zoomed in to a field of 4
+beams (the 8192² one has a broad beam, which its default view's 25" pixels do not hide). The baseline, from the same
+run, is a plain SIN image, which the viewer draws as written.
 """
 
 from __future__ import annotations

@@ -554,6 +554,29 @@ def test_viewer_draws_every_component_on_its_source(page, server, tmp_path, head
     assert figures["max_zoomed"] < 0.3
 
 
+def test_viewer_draws_the_components_of_a_wide_image_on_their_sources_zoomed_in_far_from_its_centre(
+    page, server, tmp_path
+):
+    """A 3.4° image (2048² of 6"): Aladin draws an image as two triangles between its corners, which put a source
+    1.5° from the centre 2.9" off its component zoomed in; given as tiles, each drawn so, every one is within a tenth
+    of a pixel and the measurement's own scatter."""
+    from appliance.testing import make_grid_sky, viewer_registration
+
+    path = tmp_path / "wide.fits"
+    make_grid_sky(path, 2048, 256, pixel_arcsec=6.0, beam_arcsec=45.0)
+    job_id = sep_job(server, path)
+    open_viewer(page, server, job_id)
+    assert page.evaluate("window.__viewer.tiles") > 1
+    with httpx.Client(base_url=server.api, headers=server.headers) as http:
+        rows = http.get(f"/job/{job_id}/catalog", params={"format": "json"}).json()["sources"]
+    assert len(rows) == 64
+    far = sorted(rows, key=lambda r: -math.hypot((r["ra"] - 150.0) * math.cos(math.radians(30.0)), r["dec"] + 30.0))
+    figures = viewer_registration(page, 250.0, 4 * 45.0, ids=[str(r["component_id"]) for r in far[:8]])
+    print(f'\nviewer registration on {path.name}, the 8 components farthest from its centre: at most '
+          f'{figures["max_default"]:.2f}" at the default zoom, {figures["max_zoomed"]:.3f}" zoomed in')  # fmt: skip
+    assert figures["max_zoomed"] < 1.0
+
+
 @pytest.mark.parametrize("field", ["ScorpioS17Field", "ScorpioExtendedSourceField"])
 def test_viewer_draws_components_on_the_sources_of_real_atca_fields(page, server, shared_data, field):
     """The real NCP fields: the screenshot shows every ellipse on its source; the compact bright components lie

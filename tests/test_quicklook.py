@@ -249,6 +249,38 @@ def test_block_averaged_viewer_copy_puts_sources_at_their_catalog_positions(appl
     assert np.hypot(found[:, 0] - x, found[:, 1] - y).max() < 0.05  # pixels of 3"
 
 
+def test_wide_viewer_copy_is_given_as_tiles_the_viewer_draws_within_a_tenth_of_a_pixel(client, tmp_path):
+    """Aladin Lite draws an image as two triangles between its corners: a 3.4° image, zoomed in 1.5° off its centre,
+    is drawn 2.9" (half a 6" pixel) off. The viewer is given it as tiles, exact cut-outs of the copy each with its WCS,
+    each of which it draws within a tenth of a pixel; a 1000² image of 1.5" pixels stays whole."""
+    from appliance.quicklook import mesh_error_arcsec
+
+    small = upload_file(client, write_image(tmp_path / "small.fits", shape=(1000, 1000)))
+    assert client.get(f"/files/{small}/view-statistics").json()["tiles"] == 1
+    path = tmp_path / "wide.fits"
+    make_grid_sky(path, 2048, 256, pixel_arcsec=6.0, beam_arcsec=45.0)
+    file_uuid = upload_file(client, path)
+    tiles = client.get(f"/files/{file_uuid}/view-statistics").json()["tiles"]
+    with fits.open(io.BytesIO(client.get(f"/files/{file_uuid}/view.fits").content)) as copy:
+        data, wcs = copy[0].data, celestial_wcs(copy[0].header)
+    assert mesh_error_arcsec(wcs, data.shape, 1) > 6.0 / 2
+    assert 1 < tiles <= 8 and mesh_error_arcsec(wcs, data.shape, tiles) <= 0.1 * 6.0
+    covered = np.zeros(data.shape, dtype=int)
+    for k in range(tiles * tiles):
+        reply = client.get(f"/files/{file_uuid}/view.fits", params={"tile": k})
+        assert reply.status_code == 200
+        with fits.open(io.BytesIO(reply.content)) as tile:
+            part, part_wcs = tile[0].data, celestial_wcs(tile[0].header)
+        # where the tile's first pixel is in the copy, by its WCS: the same pixels there
+        x0, y0 = (round(float(v)) for v in wcs.world_to_pixel(part_wcs.pixel_to_world(0, 0)))
+        np.testing.assert_array_equal(part, data[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]])
+        far = part_wcs.pixel_to_world(part.shape[1] - 1, part.shape[0] - 1)
+        assert far.separation(wcs.pixel_to_world(x0 + part.shape[1] - 1, y0 + part.shape[0] - 1)).arcsec < 1e-4
+        covered[y0 : y0 + part.shape[0], x0 : x0 + part.shape[1]] += 1
+    assert (covered == 1).all()  # every pixel in one tile
+    assert client.get(f"/files/{file_uuid}/view.fits", params={"tile": tiles * tiles}).status_code == 404
+
+
 def test_overlay_picture_of_a_large_image_shows_block_means_at_their_catalog_positions(tmp_path):
     """A picture of a 2000² image shows 3x3 block means, each at its block's centre; every n-th pixel drawn there
     would put each source (n - 1) / 2 pixels off its ellipse."""

@@ -36,6 +36,7 @@ from appliance.quicklook import (
     quicklook_png,
     view_fits,
     view_statistics,
+    view_tile,
 )
 from web.errors import http_status_of
 from web.params import PageNumber
@@ -424,12 +425,12 @@ class DashboardController(Controller):
                     content_disposition_type="inline")  # fmt: skip
 
     @get("/files/{file_uuid:str}/view.fits", sync_to_thread=True)
-    def view(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
-             file_uuid: FromPath[str]) -> File:  # fmt: skip
-        """The validated image as the sky viewer reads it (2-D; block-averaged when larger than 4096 pixels)."""
+    def view(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], file_uuid: FromPath[str],
+             tile: FromQuery[int | None] = None) -> File:  # fmt: skip
+        """The validated image as the sky viewer reads it (2-D; block-averaged when larger than 4096 pixels), or one
+        of the tiles the viewer is given it as (``tile``: 0 to the statistics' tiles² - 1)."""
         record, source = appliance.files.open_path(user, file_uuid)
-        return File(view_fits(record, source, appliance.settings.cache_dir), media_type="application/fits",
-                    content_disposition_type="inline")  # fmt: skip
+        return _fits_file(view_fits(record, source, appliance.settings.cache_dir), tile)
 
     @get("/files/{file_uuid:str}/view-statistics", sync_to_thread=True)
     def view_stats(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
@@ -440,10 +441,10 @@ class DashboardController(Controller):
 
     @get("/jobs/{job_id:str}/layers/{layer:str}/view.fits", sync_to_thread=True)
     def layer(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
-              layer: FromPath[str]) -> File:  # fmt: skip
-        """A map of the job on its image's grid (residual, background, rms, ...) as the sky viewer reads it."""
-        return File(self._layer_copy(appliance, user, job_id, layer), media_type="application/fits",
-                    content_disposition_type="inline")  # fmt: skip
+              layer: FromPath[str], tile: FromQuery[int | None] = None) -> File:  # fmt: skip
+        """A map of the job on its image's grid (residual, background, rms, ...) as the sky viewer reads it, or one
+        of its tiles."""
+        return _fits_file(self._layer_copy(appliance, user, job_id, layer), tile)
 
     @get("/jobs/{job_id:str}/layers/{layer:str}/statistics", sync_to_thread=True)
     def layer_stats(self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str],
@@ -537,3 +538,13 @@ class DashboardController(Controller):
     @get("/apps", sync_to_thread=True)
     def apps(self, appliance: NamedDependency[Appliance]) -> Template:
         return page("Apps", "Apps", "apps.html", apps=app_list(appliance))
+
+
+def _fits_file(view: Path, tile: int | None) -> File:
+    """A viewer copy, or its tile ``tile`` (404 for a tile it does not have)."""
+    if tile is not None:
+        try:
+            view = view_tile(view, tile)
+        except IndexError:
+            raise NotFoundException(f"the image has no tile {tile}") from None
+    return File(view, media_type="application/fits", content_disposition_type="inline")

@@ -3,6 +3,11 @@
 // marker and its table row select each other). A click inside an ellipse selects it (Aladin itself only reacts on
 // the outline), and the selected one is ringed. The controls above it set the cuts, stretch and colour map, with a
 // colour bar in the image's unit. window.__viewer reports progress for tests and for the page.
+//
+// Aladin draws an image as two triangles between its corners, its pixels interpolated linearly between them: exact
+// only in a view centred on the image's tangent point, off by d·w²/8 elsewhere (d the view's offset, w the image's
+// side, in radians; 2.9" on a 3.4° image). A wide image is given as tiles (as many a side as its statistics say),
+// each drawn as two triangles of its own, and shown, cut and coloured as one.
 import A from "/static/vendor/aladin-lite/aladin.js";
 
 const status = (window.__viewer = {image: false, catalog: false, sources: 0, error: null, shownMs: null});
@@ -19,6 +24,39 @@ function hitTest(sources, ra, dec) {
     if (r <= 1 && (!best || r < best.r)) best = {s, r};
   }
   return best && best.s;
+}
+
+const IMAGE_OPTIONS = {imgFormat: "fits", colormap: "grayscale", stretch: "asinh"};
+
+function tiledImage(aladin, url, tiles, name) {
+  const parts = [], loaded = [];
+  for (let k = 0; k < tiles * tiles; k++) {
+    loaded.push(new Promise((resolve, reject) => {
+      parts.push(A.image(tiles > 1 ? `${url}?tile=${k}` : url, {
+        ...IMAGE_OPTIONS, name: tiles > 1 ? `${name} ${k + 1}/${tiles * tiles}` : name,
+        successCallback: () => resolve(), errorCallback: reject,
+      }));
+    }));
+  }
+  return {
+    parts, loaded: Promise.all(loaded),
+    setColormap: (colormap, options) => parts.forEach((p) => p.setColormap(colormap, options)),
+    setCuts: (low, high) => parts.forEach((p) => p.setCuts(low, high)),
+    getCuts: () => parts[0].getCuts(),
+    show() {  // in the viewer's overlay layers, in place of the tiles shown before
+      parts.forEach((p, k) => aladin.setOverlayImageLayer(p, k ? `overlay-${k}` : "overlay"));
+      for (let k = parts.length; k < (aladin.caesarTiles || 0); k++) aladin.removeImageLayer(`overlay-${k}`);
+      aladin.caesarTiles = parts.length;
+    },
+  };
+}
+
+async function tilesOf(statisticsUrl) {
+  try {
+    return (await (await fetch(statisticsUrl)).json()).tiles || 1;
+  } catch (e) {
+    return 1;
+  }
 }
 
 // Aladin's transfer functions (al-core's GLSL): the colour at fraction c of the bar shows the value at fraction
@@ -43,14 +81,13 @@ async function setUpControls(form, aladin, image) {
   const load = async (name) => {
     if (layers[name]) return layers[name];
     const option = field("layer").querySelector(`option[value="${name}"]`);
-    const shown = name === "image" ? image : await new Promise((resolve, reject) => {
-      const layer = A.image(option.dataset.url, {
-        imgFormat: "fits", name, colormap: "grayscale", stretch: "asinh",
-        successCallback: () => resolve(layer), errorCallback: reject,
-      });
-      aladin.setOverlayImageLayer(layer);
-    });
     const statistics = await (await fetch(option.dataset.statistics)).json();
+    let shown = image;
+    if (name !== "image") {
+      shown = tiledImage(aladin, option.dataset.url, statistics.tiles || 1, name);
+      shown.show();
+      await shown.loaded;
+    }
     return (layers[name] = {image: shown, statistics, settings: {cuts: "99.5%", stretch: "asinh", colormap: "grayscale"}});
   };
   const apply = () => {
@@ -74,7 +111,7 @@ async function setUpControls(form, aladin, image) {
     if (e.target.name === "layer") {
       const entry = await load(e.target.value);
       current = e.target.value;
-      aladin.setOverlayImageLayer(entry.image);
+      entry.image.show();
       const {cuts, low, high, stretch, colormap} = entry.settings;
       Object.assign(field("cuts"), {value: cuts});
       if (cuts === "custom") [field("low").value, field("high").value] = [low, high];
@@ -110,16 +147,14 @@ async function mount(el) {
     fov: (+el.dataset.size || 0.5) * Math.max(1, el.clientWidth / Math.max(el.clientHeight, 1)) * 1.15,
   });
   const controls = document.querySelector(`[data-viewer-controls="${el.id}"]`);
-  const image = A.image(el.dataset.image, {
-    imgFormat: "fits", name: "image", colormap: "grayscale", stretch: "asinh",
-    successCallback: () => {
-      status.image = true;
-      if (status.catalog && status.shownMs === null) status.shownMs = performance.now() - started;
-      if (controls) setUpControls(controls, aladin, image).catch((e) => { status.error = "controls: " + e; });
-    },
-    errorCallback: (e) => { status.error = "image: " + e; },
-  });
-  aladin.setOverlayImageLayer(image);
+  const image = tiledImage(aladin, el.dataset.image, await tilesOf(el.dataset.statistics), "image");
+  image.show();
+  image.loaded.then(() => {
+    status.image = true;
+    status.tiles = image.parts.length;
+    if (status.catalog && status.shownMs === null) status.shownMs = performance.now() - started;
+    if (controls) setUpControls(controls, aladin, image).catch((e) => { status.error = "controls: " + e; });
+  }, (e) => { status.error = "image: " + e; });
   if (el.dataset.comparison) {
     await showComparison(el, aladin, image);
     return;
