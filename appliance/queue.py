@@ -1,7 +1,9 @@
 """The job queue: a SqliteHuey at <home>/queue.db whose consumer runs in threads of this process.
 
-One task exists, ``run_job(job_id)``; the jobs table holds every job's state, the queue only which job to run next.
-Workers sleep at most ``queue_poll_seconds`` but are woken at once when this process enqueues a job."""
+Its tasks are the job engine's short pieces of work that take more than a moment (preparing a job's input image,
+writing its catalogs): the jobs and steps tables hold every job's state, the queue only what to do next, so a task
+lost in a crash is queued again from the tables. Workers sleep at most ``queue_poll_seconds`` but are woken at once
+when this process enqueues a task."""
 
 from __future__ import annotations
 
@@ -66,11 +68,15 @@ class InProcessConsumer(Consumer):
 
 
 class JobQueue:
-    def __init__(self, settings: Settings, run_job: Callable[[str], None], workers: int) -> None:
+    def __init__(
+        self, settings: Settings, tasks: dict[str, Callable[[str], None]], workers: int, immediate: bool = False
+    ) -> None:
         self.settings = settings
         self.workers = workers
-        self.huey = SqliteHuey("caesar-appliance", filename=str(settings.queue_path), results=False)
-        self._run_job = self.huey.task(name="run_job")(run_job)
+        # immediate: a task runs in the thread that enqueues it (tests that step the engine themselves)
+        self.huey = SqliteHuey("caesar-appliance", filename=str(settings.queue_path), results=False,
+                               immediate=immediate, immediate_use_memory=False)  # fmt: skip
+        self._tasks = {name: self.huey.task(name=name)(function) for name, function in tasks.items()}
         self._wakeup = threading.Event()
         self._paused = threading.Event()
         self._consumer: InProcessConsumer | None = None
@@ -80,12 +86,10 @@ class JobQueue:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def enqueue(self, job_id: str) -> str:
-        """Queue ``job_id`` and wake a worker; returns the queue task id."""
-        task = self._run_job.s(job_id)
-        self.huey.enqueue(task)
+    def enqueue(self, name: str, job_id: str) -> None:
+        """Queue the task ``name`` of ``job_id`` and wake a worker."""
+        self.huey.enqueue(self._tasks[name].s(job_id))
         self._wakeup.set()
-        return task.id
 
     @property
     def paused(self) -> bool:
@@ -101,11 +105,9 @@ class JobQueue:
         self._wakeup.set()
         log.info("queue resumed", extra={"action": "resume"})
 
-    def revoke(self, task_id: str) -> None:
-        self.huey.revoke_by_id(task_id, revoke_once=True)
-
-    def pending_task_ids(self) -> set[str]:
-        return {task.id for task in self.huey.pending()}
+    def forget(self) -> None:
+        """Drop the tasks a stopped appliance left queued: the engine queues again what the tables say is due."""
+        self.huey.flush()
 
     def start(self) -> None:
         self._consumer = InProcessConsumer(

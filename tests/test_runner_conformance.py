@@ -21,8 +21,7 @@ from runners.local import LocalRunner
 PRINT_AND_EXIT = "import sys; print('hello from the step', flush=True); sys.exit(3)"
 SLEEP = "import time; print('sleeping', flush=True); time.sleep(600)"
 IGNORE_TERM = (
-    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring', flush=True); "
-    "time.sleep(600)"
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ignoring', flush=True); time.sleep(600)"
 )
 WRITE_FILE = "import pathlib; pathlib.Path('out.txt').write_text(pathlib.Path('in.txt').read_text().upper())"
 

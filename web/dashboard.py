@@ -122,9 +122,10 @@ def option_groups(app: App) -> list[tuple[str, list[dict[str, Any]]]]:
 def app_list(appliance: Appliance) -> list[dict[str, Any]]:
     result = []
     for app in appliance.apps.apps.values():
-        availability = app.availability()
+        availability = appliance.jobs.app_availability(app)
         result.append({"name": app.name, "title": app.title, "description": app.description,
                        "available": availability.available, "reason": availability.reason,
+                       "runner": appliance.jobs.default_runner(app), "runners": appliance.jobs.app_runners(app),
                        "options": app.describe(), "groups": option_groups(app)})  # fmt: skip
     return result
 
@@ -374,10 +375,10 @@ class DashboardController(Controller):
         a refusal it shows the values sent, each invalid option beside its field and each refused file."""
         apps = appliance.apps.apps
         if app_name not in apps:
-            available = [a for a in apps.values() if a.availability().available]
+            available = [a for a in apps.values() if appliance.jobs.app_availability(a).available]
             app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
         app = apps[app_name]
-        availability = app.availability()
+        availability = appliance.jobs.app_availability(app)
         refused = refusal.files if isinstance(refusal, FilesRefused) else []
         errors = dict(refusal.problems) if isinstance(refusal, InvalidOptions) else {}
         for file in refused:

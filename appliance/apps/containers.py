@@ -1,42 +1,64 @@
 """Apps that run only inside container images, as caesar-rest ran them: CuTEx and the Mask R-CNN detector.
 
-They are declared with caesar-rest's options and images so that clients see the same schema; they become
-available when a runner named "container" (docker or podman) is installed in the entry-point group
-caesar_appliance.runners."""
+They are declared with caesar-rest's options and images so that clients see the same schema, and run through
+caesar-rest's job-image contract, so that a lab that has those images uses them unchanged: the image's own command
+(run_job.sh) with the options as ``--name=value`` arguments in ``JOB_OPTIONS``, the input in ``INPUTFILE``, and the
+job folder in ``JOB_DIR`` and ``JOB_OUTDIR``; its outputs are found by caesar-rest's names. They are available on
+runners with containers (``"runner": "container"``, their default) once the image is present."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Any
 
 from appliance.apps import App, Availability, JobInput
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog
 from appliance.errors import Unavailable
-from runners import ENTRY_POINT_GROUP, RunSpec
+from runners import Resources, RunSpec
+
+JOB_DIR = "/job"  # where container runners mount the job folder
+
+
+def job_options(options: dict[str, Any], schema: OptionSchema) -> str:
+    """caesar-rest's JOB_OPTIONS: each option as ``--name=value``, a flag as ``--name`` when set."""
+    words = []
+    for name, value in options.items():
+        if isinstance(schema.options.get(name), Flag):
+            if value:
+                words.append(f"--{name}")
+        else:
+            words.append(f"--{name}={value}")
+    return " ".join(words)
 
 
 class ContainerApp(App):
-    image: str
+    runner = "container"
 
     def availability(self) -> Availability:
-        if not entry_points(group=ENTRY_POINT_GROUP, name="container"):
-            return Availability(
-                False,
-                f"runs in the container image {self.image}, and this appliance has no container runner (docker or "
-                "podman) installed",
-            )
-        return Availability(True)
+        return Availability(
+            False, f'runs only in its container image {self.image}: submit it with "runner": "container"'
+        )
 
-    def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
+    def check_input(self, summary: dict[str, Any], options: dict[str, Any], target: Any = None) -> None:
         if not summary.get("celestial_wcs"):
-            super().check_input(summary, options)
+            super().check_input(summary, options, target)
 
     def steps(self, job: JobInput) -> list[RunSpec]:
-        raise Unavailable("app_unavailable", self.availability().reason or f"{self.name} cannot run here")
+        if not job.in_container:
+            raise Unavailable("app_unavailable", self.availability().reason or f"{self.name} cannot run here")
+        env = {
+            "JOB_OPTIONS": job_options(job.options, self.schema),
+            "INPUTFILE": f"{JOB_DIR}/{job.image.name}",
+            "JOB_DIR": JOB_DIR,
+            "JOB_OUTDIR": JOB_DIR,
+        }
+        return [
+            RunSpec(name=f"{self.name} job image", command=[], workdir=job.workdir, inputs=(job.image.name,), env=env,
+                    resources=Resources(cores=job.cores), image=self.image)
+        ]  # fmt: skip
 
     def collect(self, job: JobInput) -> Catalog:
-        raise Unavailable("app_unavailable", self.availability().reason or f"{self.name} cannot run here")
+        raise Unavailable("app_unavailable", f"the outputs of {self.name} cannot be read by this appliance yet")
 
 
 class Cutex(ContainerApp):
