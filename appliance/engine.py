@@ -31,7 +31,7 @@ from appliance.models import ACTIVE_STEP_STATES, LIVE_JOB_STATES, TERMINAL_JOB_S
 from runners import OUT_OF_MEMORY, Availability, Handle, Runner, RunSpec, RunStatus, load_runner, runner_names
 
 if TYPE_CHECKING:
-    from appliance.apps import App
+    from appliance.apps import App, Child
     from appliance.config import Settings
     from appliance.jobs import JobService
 
@@ -541,9 +541,13 @@ class Engine:
             for note in notes:
                 service.log_line(job, f"input: {note}")
             job_input = service.job_input(job, app, record.summary, self.target(app, job.runner))
-            specs = app.steps(job_input)
+            children = app.children(job_input)
+            specs = [] if children else app.steps(job_input)
             for note in job_input.notes:
                 service.log_line(job, note)
+            if children:
+                self._fan_out(job, children)
+                return
         except ApplianceError as exc:
             service.log_line(job, f"input refused: {exc.message}")
             service.end(job, "FAILURE", f"the input could not be prepared: {exc.message}", None)
@@ -562,6 +566,15 @@ class Engine:
         if self._stop_before_start(job):
             return
         self.submit_step(job, steps[0])
+
+    def _fan_out(self, job: Job, children: list[Child]) -> None:
+        """The job runs as child jobs (a mosaic's tiles): they are recorded PENDING, and the job waits for them all
+        to end (``_move_parents``) before its app collects their products."""
+        made = self.service.submit_children(job, children)
+        self.service.log_line(job, f"runs as {len(made)} child jobs: {', '.join(child.id for child in made)}")
+        self._job_update(job, RUNNING_STATES, state="RUNNING", stage="children",
+                         status=f"waiting for its {len(made)} child jobs")  # fmt: skip
+        self.wake()
 
     def _stop_before_start(self, job: Job) -> bool:
         with self.db.session() as session:

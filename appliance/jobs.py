@@ -27,7 +27,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.apps import App, AppRegistry, JobInput
+from appliance.apps import App, AppRegistry, Child, JobInput
 from appliance.catalogs import check_footprint, flux_plots, write_products
 from appliance.config import Settings
 from appliance.db import Database, Lookup
@@ -192,7 +192,7 @@ class JobService:
         return name
 
     def _record(self, user: str, app: App, job_inputs: Any, options: dict[str, Any], records: list[StoredFile],
-                tag: str | None, walltime: float, runner: str) -> list[Job]:  # fmt: skip
+                tag: str | None, walltime: float, runner: str, parent_id: str | None = None) -> list[Job]:  # fmt: skip
         """Record the jobs PENDING with their folders in one transaction, then queue them: all of them or none."""
         jobs = [
             Job(
@@ -213,6 +213,7 @@ class JobService:
                 runner=runner,
                 pid="",
                 stage="queued",
+                parent_id=parent_id,
             )
             for record in records
         ]
@@ -251,6 +252,22 @@ class JobService:
         """The most cores one job may hold on ``runner``: all of its capacity, or all of this machine's cores when the
         runner's backend queues by itself."""
         return self.engine.runners.get(runner).capacity() or self.settings.cores
+
+    def submit_children(self, parent: Job, children: list[Child]) -> list[Job]:
+        """Record the child jobs of ``parent`` PENDING on its runner, each checked as a submission of its own, all or
+        none; they run with its wall time and tag."""
+        made = []
+        for child in children:
+            app, options, _, runner = self._checked(child.app, child.job_inputs, parent.tag, parent.walltime,
+                                                    parent.runner)  # fmt: skip
+            record = self.files.get(parent.user, child.data_inputs)
+            app.check_input(record.summary, options, self.engine.target(app, runner))
+            made.append((app, child.job_inputs, options, record))
+        jobs = []
+        for app, job_inputs, options, record in made:
+            jobs += self._record(parent.user, app, job_inputs, options, [record], parent.tag, parent.walltime,
+                                 parent.runner, parent_id=parent.id)  # fmt: skip
+        return jobs
 
     def _walltime(self, walltime: Any) -> float:
         limit = self.settings.job_walltime_seconds

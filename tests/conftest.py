@@ -110,7 +110,7 @@ def image(tmp_path: Path) -> Path:
 
 
 API = "/caesar/api/v1.0"
-LIVE = ("PENDING", "STARTED", "RUNNING")
+LIVE = ("PENDING", "STARTED", "RUNNING", "CANCELING")
 
 
 def upload_file(client, path: Path) -> str:
@@ -142,9 +142,10 @@ def sky(tmp_path_factory: pytest.TempPathFactory):
     return path, truth
 
 
-def api_client(settings: Settings) -> TestClient:
-    """An in-process client on its own appliance; use as a context manager."""
-    appliance = Appliance(settings)
+def api_client(settings: Settings, **appliance_options: object) -> TestClient:
+    """An in-process client on its own appliance (``appliance_options``: given runners, a clock, no monitor); use as
+    a context manager."""
+    appliance = Appliance(settings, **appliance_options)
     test_client = TestClient(create_app(appliance), base_url="http://127.0.0.1:8765")
     test_client.headers["Authorization"] = f"Bearer {appliance.access.api_token}"
     test_client.appliance = appliance  # type: ignore[attr-defined]

@@ -89,6 +89,15 @@ class JobInput:
         return self.target is not None and self.target.containers
 
 
+@dataclass(frozen=True)
+class Child:
+    """A job a job runs as one of its parts (a tile of a mosaic): an app, its options, a registered file."""
+
+    app: str
+    job_inputs: dict[str, Any]
+    data_inputs: str
+
+
 class App:
     name: str
     title: str
@@ -161,6 +170,11 @@ class App:
                 f"the image header has no restoring beam (BMAJ/BMIN); give it with the options beam-bmaj and "
                 f"beam-bmin (arcsec) to run {self.name}",
             )
+
+    def children(self, job: JobInput) -> list[Child]:
+        """The child jobs this job runs as, when it is split (a mosaic into tiles); then it has no steps of its own,
+        and ``collect`` merges what its children found. [] for a job that runs its own steps."""
+        return []
 
     def steps(self, job: JobInput) -> list[RunSpec]:
         raise NotImplementedError
