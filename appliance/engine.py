@@ -647,7 +647,9 @@ class Engine:
                 if step.runner in self.runners:
                     self.runners.get(step.runner).cancel(_handle(step), force=True)
                     counts["orphans_killed"] += 1
-                    self.service.log_line(job, f"stopped the run left by the stopped appliance ({step.label})")
+                    self.service.log_line(
+                        job, f"killed the job's processes left running by the stopped appliance ({step.label})"
+                    )
                 self._step_over(step, RunStatus("lost", reason="the appliance stopped"))
             if job.stage in ("collect", "collecting") and job.state != "CANCELING":
                 self._job_update(job, RUNNING_STATES, stage="collect")
