@@ -148,7 +148,7 @@ def jobs_with_files(appliance: Appliance, user: str, jobs: list) -> list[dict[st
 def overview_context(appliance: Appliance, user: str) -> dict[str, Any]:
     jobs, _ = appliance.jobs.list(user, limit=10)
     return {"counts": appliance.jobs.counts(user), "machine": appliance.machine(),
-            "jobs": jobs_with_files(appliance, user, jobs)}  # fmt: skip
+            "runners": appliance.engine.overview(), "jobs": jobs_with_files(appliance, user, jobs)}  # fmt: skip
 
 
 def jobs_context(appliance: Appliance, user: str, state: str | None, app: str | None, tag: str | None,
@@ -538,7 +538,7 @@ class DashboardController(Controller):
 
     @get("/apps", sync_to_thread=True)
     def apps(self, appliance: NamedDependency[Appliance]) -> Template:
-        return page("Apps", "Apps", "apps.html", apps=app_list(appliance))
+        return page("Apps", "Apps", "apps.html", apps=app_list(appliance), runners=appliance.engine.overview())
 
 
 def _fits_file(view: Path, tile: int | None) -> File:
