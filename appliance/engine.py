@@ -129,6 +129,7 @@ class Engine:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._monitor: threading.Thread | None = None
+        self._started = False
         self._log_copied: dict[int, float] = {}
         self._asked: dict[str, float] = {}
         self._app_available: dict[tuple[str, str], tuple[float, Availability]] = {}
@@ -244,6 +245,7 @@ class Engine:
 
     def start(self, monitor: bool = True) -> None:
         self._stopping.clear()
+        self._started = True
         if monitor:
             self._monitor = threading.Thread(target=self._watch, name="job-monitor", daemon=True)
             self._monitor.start()
@@ -270,6 +272,9 @@ class Engine:
         if self._monitor is not None:
             self._monitor.join(10)
             self._monitor = None
+        if not self._started:  # the appliance did not get as far as running jobs
+            return
+        self._started = False
         for step, job in self._active():
             runner = self.runners.get(step.runner)
             if runner.capabilities.durable:

@@ -325,7 +325,8 @@ class DashboardController(Controller):
         values = {k: v for k, v in data.items() if isinstance(v, str)}
         try:
             app = appliance.apps.get(str(data.get("app")))
-            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag)
+            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag,
+                                         runner=values.get("runner") or None)  # fmt: skip
         except ApplianceError as exc:
             context = self._tagged_context(appliance, user, tag, str(data.get("app")), values, exc)
             if request.htmx:
@@ -378,15 +379,19 @@ class DashboardController(Controller):
             available = [a for a in apps.values() if appliance.jobs.app_availability(a).available]
             app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
         app = apps[app_name]
-        availability = appliance.jobs.app_availability(app)
+        fits = appliance.jobs.app_runners(app)
+        runner = (values or {}).get("runner")
+        if runner not in fits:
+            runner = appliance.jobs.default_runner(app)
+        availability = appliance.jobs.app_availability(app, runner)
         refused = refusal.files if isinstance(refusal, FilesRefused) else []
         errors = dict(refusal.problems) if isinstance(refusal, InvalidOptions) else {}
         for file in refused:
             errors.update(file.get("options") or {})
         return {"app": app, "groups": option_groups(app), "values": values or {}, "errors": errors,
                 "error_message": refusal.message if refusal else "", "refused": refused, "action": action,
-                "form_url": form_url, "app_available": availability.available,
-                "app_reason": availability.reason}  # fmt: skip
+                "form_url": form_url, "app_available": availability.available, "app_reason": availability.reason,
+                "app_runners": fits, "runner": runner}  # fmt: skip
 
     @get("/files/{file_uuid:str}/form", sync_to_thread=True)
     def options_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
@@ -405,7 +410,7 @@ class DashboardController(Controller):
         try:
             app = appliance.apps.get(str(app_name))
             job = appliance.jobs.submit(user, app.name, app.schema.from_form(values), file_uuid,
-                                        values.get("tag") or None)  # fmt: skip
+                                        values.get("tag") or None, runner=values.get("runner") or None)  # fmt: skip
         except ApplianceError as exc:
             context = self._file_form(appliance, record, str(app_name), values, exc)
             status = 422 if isinstance(exc, InvalidOptions) else http_status_of(exc)
