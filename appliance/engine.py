@@ -167,6 +167,9 @@ class Engine:
             return app.availability()
         if not app.image:
             return Availability(False, f"{app.name} has no container image (set [apps.{app.name}] image)")
+        readable = app.container_availability()
+        if not readable.available:
+            return readable
         check = getattr(runner, "image_availability", None)
         return check(app.image) if check else Availability(True)
 

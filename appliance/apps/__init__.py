@@ -139,6 +139,10 @@ class App:
             return Availability(False, f"Python package(s) {', '.join(missing)} not installed")
         return Availability(True)
 
+    def container_availability(self) -> Availability:
+        """Whether it can run in its image, the image aside (a runner with containers checks that)."""
+        return Availability(True)
+
     def cores(self, options: dict[str, Any]) -> int:
         return int(options.get("ncores") or 1)
 

@@ -8,12 +8,19 @@ runners with containers (``"runner": "container"``, their default) once the imag
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
 
 from appliance.apps import App, Availability, JobInput
 from appliance.apps.options import Flag, OptionSchema, Value
-from appliance.catalogs import Catalog
+from appliance.catalogs import Catalog, normalized_table, sky_ellipses
 from appliance.errors import Unavailable
+from appliance.fitsimage import celestial_wcs
 from runners import Resources, RunSpec
 
 JOB_DIR = "/job"  # where container runners mount the job folder
@@ -61,6 +68,15 @@ class ContainerApp(App):
         raise Unavailable("app_unavailable", f"the outputs of {self.name} cannot be read by this appliance yet")
 
 
+def job_image_catalog(workdir: Path, prefix: str) -> list[dict[str, Any]]:
+    """The rows of the JSON catalog a job image wrote under caesar-rest's name (``<prefix>-<stem>.json``,
+    ``{"sources": [...]}``); FileNotFoundError naming what was looked for when there is none."""
+    found = sorted(workdir.glob(f"{prefix}-*.json"))
+    if not found:
+        raise FileNotFoundError(f"the job image wrote no {prefix}-*.json in its output folder")
+    return json.loads(found[0].read_text())["sources"]
+
+
 class Cutex(ContainerApp):
     name = "cutex"
     title = "CuTEx"
@@ -81,12 +97,44 @@ class Cutex(ContainerApp):
         ]
     )  # fmt: skip
 
+    def collect(self, job: JobInput) -> Catalog:
+        """caesar-rest's names: ``catalog-<stem>.json`` the sources (islands), ``catalog_fitcomp-<stem>.json`` their
+        components, each row with 0-based pixel ``x, y``, ``peak_flux`` (Jy/beam), ``int_flux`` (Jy), FWHM
+        ``fwhm_a, fwhm_b`` (pixels) at ``pa`` (degrees from +x towards +y). Sky positions and sizes are computed here
+        from the image's WCS."""
+        wcs = celestial_wcs(fits.getheader(job.image))
+        sources = job_image_catalog(job.workdir, "catalog")
+        components = job_image_catalog(job.workdir, "catalog_fitcomp")
+        return Catalog(
+            islands=_cutex_table("islands", sources, wcs, self.name),
+            components=_cutex_table("components", components, wcs, self.name),
+        )
+
+
+def _cutex_table(kind: str, rows: list[dict[str, Any]], wcs: Any, app: str) -> Table:
+    if not rows:
+        return normalized_table(kind, app, {})
+    column = {name: np.array([row[name] for row in rows], dtype=float) for name in
+              ("x", "y", "peak_flux", "int_flux", "fwhm_a", "fwhm_b", "pa")}  # fmt: skip
+    ids = [int(row["id"]) for row in rows]
+    ra, dec = wcs.all_pix2world(column["x"], column["y"], 0)
+    values: dict[str, Any] = {"x": column["x"], "y": column["y"], "ra": ra, "dec": dec,
+                              "peak_flux": column["peak_flux"], "int_flux": column["int_flux"]}  # fmt: skip
+    if kind == "islands":
+        values.update(island_id=ids, name=ids, n_components=[1] * len(rows),
+                      npix=[int(row.get("npix", 0)) for row in rows])  # fmt: skip
+    else:
+        major, minor, pa = sky_ellipses(column["x"], column["y"], column["fwhm_a"], column["fwhm_b"], column["pa"], wcs)
+        values.update(component_id=ids, island_id=ids, name=ids, major=major, minor=minor, pa=pa)
+    return normalized_table(kind, app, values)
+
 
 class Mrcnn(ContainerApp):
     name = "mrcnn"
     title = "Mask R-CNN detector"
     description = "SKA-INAF's Mask R-CNN source detector (caesar-mrcnn), from the caesar-rest job image."
     image = "sriggi/mrcnn-detect:latest"
+
     schema = OptionSchema(
         [
             Value("scoreThr", "minimum detection score", category="DETECT", default=0.7, min=0.0, max=1.0),
@@ -94,3 +142,6 @@ class Mrcnn(ContainerApp):
                   default=0.6, min=0.0, max=1.0),
         ]
     )  # fmt: skip
+
+    def container_availability(self) -> Availability:
+        return Availability(False, "the detector runs in its job image, but this appliance cannot read its outputs yet")
