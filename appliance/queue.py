@@ -20,17 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class PromptWorker(Worker):
-    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag, and taking nothing
-    while the queue is paused."""
+    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag. A paused queue still
+    runs its tasks (the jobs already started go on to their end); the engine starts no new job meanwhile."""
 
     wakeup: threading.Event
-    paused: threading.Event
-
-    def loop(self, now=None):  # type: ignore[no-untyped-def]
-        if self.paused.is_set():
-            self.sleep()
-            return
-        super().loop(now)
 
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)
@@ -47,16 +40,14 @@ class InProcessConsumer(Consumer):
 
     worker_class = PromptWorker
 
-    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, paused: threading.Event, **kwargs: object) -> None:
+    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, **kwargs: object) -> None:
         self.wakeup = wakeup
-        self.paused = paused
         super().__init__(huey, **kwargs)
         self.started = threading.Event()
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
         worker.wakeup = self.wakeup
-        worker.paused = self.paused
         return worker
 
     def start(self) -> None:
@@ -113,7 +104,6 @@ class JobQueue:
         self._consumer = InProcessConsumer(
             self.huey,
             self._wakeup,
-            self._paused,
             workers=self.workers,
             worker_type="thread",
             initial_delay=0.05,
