@@ -236,3 +236,22 @@ def published_catalog(image: Path, truth, drop: int = 3, extra: int = 2):
         "only_b": np.column_stack([made_up.ra.deg, made_up.dec.deg]),
     }
     return table, where, 1
+
+
+@pytest.fixture(scope="session")
+def container_engine() -> Iterator[dict[str, str]]:
+    """A rootful podman on the tests' own storage, with the Debian base image; its variables set for the session.
+    Skips when it cannot be had here (not root, podman not installable)."""
+    from tests import containers
+
+    try:
+        env = containers.prepare_podman()
+    except containers.EngineUnavailable as exc:
+        pytest.skip(f"no container engine for these tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        containers.remove_containers()
+        containers.build_base_image()
+        yield env
+        containers.remove_containers()

@@ -1,0 +1,141 @@
+"""A real container engine for the tests: Debian's podman 4.3, rootful, with its storage in a cache folder outside the
+checkout (kept between runs) and its run state on a short tmpfs path, and the images the tests run: a Debian base
+made with debootstrap (no registry is reachable), the finders image, and the caesar and CuTEx replay images.
+
+What this machine needs, each verified on it:
+- overlay storage, not vfs: vfs copies the whole image for every container (an 820 MB finders image took 29 s per
+  run; overlay 0.33 s). A graphroot never changes driver or runroot after its first use ("database graph driver
+  mismatch"), so both are fixed here and the graphroot is named after them.
+- a short runroot on tmpfs: with a long runroot path conmon's socket path overflowed and every run waited 20 s.
+- ``default_ulimits`` below the hard limits (no CAP_SYS_RESOURCE: else runc fails with "error setting rlimit type 7")
+  and runc rather than crun (cgroup v1 with a hybrid v2 mount).
+- no network namespace set up by podman (``netns="none"``, and the runner's ``--network none``): else netavark adds
+  iptables chains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+CACHE = Path(os.environ.get("CAESAR_APPLIANCE_TEST_CACHE", "/var/cache/caesar-appliance-tests"))
+RUNROOT = Path("/run/caesar-appliance-tests/podman")
+GRAPHROOT = CACHE / "podman-overlay"
+CONF_DIR = CACHE / "podman-conf"
+PACKAGES = ("podman", "runc", "uidmap", "fuse-overlayfs", "slirp4netns", "catatonit", "debootstrap")
+DEBIAN_MIRROR = os.environ.get("CAESAR_APPLIANCE_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+BASE_IMAGE = "localhost/caesar-appliance-test-base:bookworm"
+REPO = Path(__file__).resolve().parents[1]
+
+CONTAINERS_CONF = """\
+[containers]
+default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
+netns = "none"
+init_path = "/usr/bin/catatonit"
+
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+"""
+
+STORAGE_CONF = f"""\
+[storage]
+driver = "overlay"
+graphroot = "{GRAPHROOT}"
+runroot = "{RUNROOT}"
+"""
+
+
+class EngineUnavailable(Exception):
+    """Why the tests cannot have a container engine here (not root, packages not installable): they skip with it."""
+
+
+def podman_environment() -> dict[str, str]:
+    """The variables that point podman at the test storage and settings; set for the whole test session so that
+    every podman started by a runner (or by a child process) uses them."""
+    return {"CONTAINERS_CONF": str(CONF_DIR / "containers.conf"),
+            "CONTAINERS_STORAGE_CONF": str(CONF_DIR / "storage.conf")}  # fmt: skip
+
+
+def prepare_podman() -> dict[str, str]:
+    """Install podman when missing (as root), write its settings, check it runs; returns podman_environment()."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable("the container tests run a rootful podman and need root")
+    missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
+    if missing:
+        if shutil.which("apt-get") is None:
+            raise EngineUnavailable(f"podman is not installed and there is no apt-get to install {' '.join(missing)}")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+            done = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
+                                  env=env)  # fmt: skip
+        if done.returncode != 0:
+            raise EngineUnavailable(f"could not install {' '.join(missing)}: {done.stderr.strip()[-500:]}")
+    CONF_DIR.mkdir(parents=True, exist_ok=True)
+    RUNROOT.mkdir(parents=True, exist_ok=True)
+    (CONF_DIR / "containers.conf").write_text(CONTAINERS_CONF)
+    (CONF_DIR / "storage.conf").write_text(STORAGE_CONF)
+    env = podman_environment()
+    check = podman(["info", "--format", "{{.Store.GraphDriverName}}"], env=env, check=False)
+    if check.returncode != 0:
+        raise EngineUnavailable(f"podman does not run here: {check.stderr.strip()[-500:]}")
+    return env
+
+
+def podman(args: list[str], env: dict[str, str] | None = None, check: bool = True, **kwargs):
+    return subprocess.run(["podman", *args], env={**os.environ, **(env or podman_environment())}, check=check,
+                          capture_output=True, text=True, **kwargs)  # fmt: skip
+
+
+def image_exists(name: str) -> bool:
+    return podman(["image", "exists", name], check=False).returncode == 0
+
+
+def image_label(name: str, label: str) -> str | None:
+    found = podman(["image", "inspect", "--format", f"{{{{index .Labels {label!r}}}}}".replace("'", '"'), name],
+                   check=False)  # fmt: skip
+    value = found.stdout.strip()
+    return value if found.returncode == 0 and value not in ("", "<no value>") else None
+
+
+def build_base_image() -> str:
+    """A Debian bookworm image with python3 (and venv, for pip), made with debootstrap and imported; built only when
+    missing (60-90 s)."""
+    if image_exists(BASE_IMAGE):
+        return BASE_IMAGE
+    begun = time.monotonic()
+    with tempfile.TemporaryDirectory(dir=CACHE) as scratch:
+        rootfs = Path(scratch) / "rootfs"
+        subprocess.run(["debootstrap", "--variant=minbase", "--include=python3,python3-venv,ca-certificates",
+                        "bookworm", str(rootfs), DEBIAN_MIRROR], check=True, capture_output=True)  # fmt: skip
+        shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+        shutil.rmtree(rootfs / "var/lib/apt/lists", ignore_errors=True)
+        tar = subprocess.Popen(["tar", "--numeric-owner", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["podman", "import", "--change", 'CMD ["/bin/bash"]', "-", BASE_IMAGE], stdin=tar.stdout,
+                       env={**os.environ, **podman_environment()}, check=True, capture_output=True)  # fmt: skip
+        tar.wait()
+    print(f"built {BASE_IMAGE} in {time.monotonic() - begun:.0f} s")
+    return BASE_IMAGE
+
+
+def sha256_of(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def remove_containers(label: str = "caesar-appliance.job") -> None:
+    """Every container the tests' runners made (they carry the runner's job label), running or not."""
+    names = podman(["ps", "-a", "-q", "--filter", f"label={label}"], check=False).stdout.split()
+    if names:
+        podman(["rm", "-f", "-t", "0", *names], check=False)
