@@ -255,3 +255,11 @@ def container_engine() -> Iterator[dict[str, str]]:
         containers.build_base_image()
         yield env
         containers.remove_containers()
+
+
+@pytest.fixture(scope="session")
+def finders_image(container_engine: dict[str, str]) -> str:
+    """caesar-appliance-finders:<version> (./manage image), built on the tests' Debian base when missing or stale."""
+    from tests import containers
+
+    return containers.finders_image()

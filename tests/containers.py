@@ -139,3 +139,22 @@ def remove_containers(label: str = "caesar-appliance.job") -> None:
     names = podman(["ps", "-a", "-q", "--filter", f"label={label}"], check=False).stdout.split()
     if names:
         podman(["rm", "-f", "-t", "0", *names], check=False)
+
+
+def finders_image() -> str:
+    """The finders image of this checkout's version, built by ``./manage image`` on the Debian base (from the last
+    commit) when it is missing or was built from another requirements.lock or version."""
+    from appliance import __version__
+
+    name = f"localhost/caesar-appliance-finders:{__version__}"
+    lock = sha256_of(REPO / "requirements.lock")
+    if image_label(name, "caesar-appliance.lock-sha256") == lock and image_label(name, "caesar-appliance.version") == (
+        __version__
+    ):
+        return name
+    begun = time.monotonic()
+    subprocess.run([str(REPO / "manage"), "image", "--base", build_base_image(), "--engine", "podman", "--wheels",
+                    str(CACHE / "wheels")], cwd=REPO, env={**os.environ, **podman_environment()}, check=True,
+                   capture_output=True)  # fmt: skip
+    print(f"built {name} in {time.monotonic() - begun:.0f} s")
+    return name
