@@ -22,6 +22,10 @@ SHARED_DATA = Path(os.environ.get("CAESAR_APPLIANCE_TEST_DATA", REPO.parent / "s
 @pytest.fixture
 def shared_data() -> Path:
     """The real radio images and caesar outputs kept outside the repository (present here and in CI)."""
+    return find_shared_data()
+
+
+def find_shared_data() -> Path:
     if not (SHARED_DATA / "ScorpioS17Field.fits").is_file():
         pytest.skip(
             f"real test data not found at {SHARED_DATA}: it lives beside the repository (../shared/data) and is not "
@@ -263,3 +267,19 @@ def finders_image(container_engine: dict[str, str]) -> str:
     from tests import containers
 
     return containers.finders_image()
+
+
+@pytest.fixture(scope="session")
+def caesar_replay_image(container_engine: dict[str, str]) -> str:
+    """FindSource replaying the recorded caesar runs of the shared data (tests/images/caesar-replay)."""
+    from tests import containers
+
+    return containers.caesar_replay_image(find_shared_data())
+
+
+@pytest.fixture(scope="session")
+def cutex_image(finders_image: str) -> str:
+    """A CuTEx stand-in after caesar-rest's job-image contract (tests/images/cutex-curvature)."""
+    from tests import containers
+
+    return containers.cutex_image(finders_image)

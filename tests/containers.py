@@ -127,10 +127,14 @@ def build_base_image() -> str:
     return BASE_IMAGE
 
 
-def sha256_of(*paths: Path) -> str:
+def sha256_of(*parts: Path | bytes) -> str:
+    """One digest of files' names and contents (and of bytes given as they are)."""
     digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.read_bytes())
+    for part in parts:
+        if isinstance(part, bytes):
+            digest.update(part)
+        else:
+            digest.update(part.name.encode() + b"\0" + part.read_bytes())
     return digest.hexdigest()
 
 
@@ -147,7 +151,7 @@ def finders_image() -> str:
     from appliance import __version__
 
     name = f"localhost/caesar-appliance-finders:{__version__}"
-    lock = sha256_of(REPO / "requirements.lock")
+    lock = hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()  # as ./manage image labels it
     if image_label(name, "caesar-appliance.lock-sha256") == lock and image_label(name, "caesar-appliance.version") == (
         __version__
     ):
@@ -158,3 +162,70 @@ def finders_image() -> str:
                    capture_output=True)  # fmt: skip
     print(f"built {name} in {time.monotonic() - begun:.0f} s")
     return name
+
+
+CAESAR_REPLAY_IMAGE = "localhost/caesar-appliance-test/caesar-replay:latest"
+CUTEX_IMAGE = "localhost/caesar-appliance-test/cutex-curvature:latest"
+IMAGES = REPO / "tests" / "images"
+
+
+def caesar_replay_image(shared_data: Path) -> str:
+    """The caesar replay image (tests/images/caesar-replay) with the recorded runs of ``shared_data/caesar-runs``
+    copied into its build context (never into the checkout), each with the SHA-256 of its input image's data unit;
+    built when missing or when its files or the runs changed."""
+    runs = sorted(p for p in (shared_data / "caesar-runs").iterdir() if (p / "config.cfg").is_file())
+    recorded = ("config.cfg", "run.log", "catalog.dat", "catalog.json", "catalog_fitcomp.dat", "catalog_fitcomp.json",
+                "ds9.reg", "ds9_fitcomp.reg", "README.md")  # fmt: skip
+    source = IMAGES / "caesar-replay"
+    files = sorted(source.iterdir())
+    key = sha256_of(*files, *(run / name for run in runs for name in recorded), BASE_IMAGE.encode())
+    if image_label(CAESAR_REPLAY_IMAGE, "caesar-appliance.source-sha256") == key:
+        return CAESAR_REPLAY_IMAGE
+    import runpy
+
+    data_sha256 = runpy.run_path(str(source / "FindSource"), run_name="replay")["fits_data_sha256"]
+    with tempfile.TemporaryDirectory(dir=CACHE) as context:
+        for path in files:
+            shutil.copy(path, context)
+        for run in runs:
+            target = Path(context) / "runs" / run.name
+            target.mkdir(parents=True)
+            for name in recorded:
+                shutil.copy(run / name, target)
+            given = _config_value(run / "config.cfg", "inputFile")
+            image = run / given if (run / given).is_file() else shared_data / given
+            (target / "input.sha256").write_text(data_sha256(image) + "\n")
+        _build(CAESAR_REPLAY_IMAGE, context, BASE_IMAGE, key)
+    return CAESAR_REPLAY_IMAGE
+
+
+def cutex_image(finders: str) -> str:
+    """The CuTEx stand-in image (tests/images/cutex-curvature), on the finders image ``finders``."""
+    source = IMAGES / "cutex-curvature"
+    files = sorted(source.iterdir())
+    finders_id = podman(["image", "inspect", "--format", "{{.Id}}", finders]).stdout.strip()
+    key = sha256_of(*files, finders_id.encode())
+    if image_label(CUTEX_IMAGE, "caesar-appliance.source-sha256") == key:
+        return CUTEX_IMAGE
+    with tempfile.TemporaryDirectory(dir=CACHE) as context:
+        for path in files:
+            shutil.copy(path, context)
+        _build(CUTEX_IMAGE, context, finders, key)
+    return CUTEX_IMAGE
+
+
+def _build(name: str, context: str, base: str, key: str) -> None:
+    begun = time.monotonic()
+    built = podman(["build", "--network", "none", "--pull-never", "--tag", name, "--build-arg", f"BASE={base}",
+                    "--build-arg", f"SOURCE_SHA256={key}", context], check=False)  # fmt: skip
+    if built.returncode != 0:
+        raise RuntimeError(f"podman build of {name} failed: {built.stderr.strip()[-2000:]}")
+    print(f"built {name} in {time.monotonic() - begun:.1f} s")
+
+
+def _config_value(path: Path, key: str) -> str:
+    for line in path.read_text().splitlines():
+        name, _, rest = line.partition("=")
+        if name.strip() == key:
+            return rest.split("|", 1)[0].split("!", 1)[0].strip()
+    raise KeyError(f"{path} has no {key}")
