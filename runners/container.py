@@ -124,6 +124,7 @@ class ContainerRunner:
         self.pull = pull
         self.grace_seconds = grace_seconds
         self.user = user or f"{os.getuid()}:{os.getgid()}"
+        self.user_given = bool(user)
         self.python = python
         self.image = image or default_image()
         self.extra_args = list(extra_args)
@@ -187,7 +188,8 @@ class ContainerRunner:
 
     def submit(self, spec: RunSpec) -> Handle:
         name = spec.run_name
-        handle = Handle(self.name, {"name": name, "label": name, "workdir": str(spec.workdir), "engine": self.engine})
+        workdir = str(spec.workdir.resolve())  # a relative source of --volume would name a volume, not a folder
+        handle = Handle(self.name, {"name": name, "label": name, "workdir": workdir, "engine": self.engine})
         if self._inspect([name]):  # the same job, attempt and step: the run already started
             return handle
         image = spec.image or self.image
@@ -221,7 +223,10 @@ class ContainerRunner:
         args = ["run", "--detach", "--name", name, "--init", "--pull", "missing" if self.pull else "never",
                 "--label", f"{LABEL}.job={spec.job_id}", "--label", f"{LABEL}.attempt={spec.attempt}",
                 "--label", f"{LABEL}.step={spec.step}", "--user", self.user, "--network", self.network,
-                "--volume", f"{spec.workdir}:{JOB_DIR}:rw", "--workdir", JOB_DIR]  # fmt: skip
+                "--volume", f"{spec.workdir.resolve()}:{JOB_DIR}:rw", "--workdir", JOB_DIR]  # fmt: skip
+        if self.engine == "podman" and os.geteuid() != 0 and not self.user_given:
+            # rootless podman maps container uids to subordinate ones: keep-id makes the appliance's uid its own
+            args += ["--userns", "keep-id"]
         for input_name in spec.inputs:
             source = os.path.realpath(spec.workdir / input_name)
             args += ["--volume", f"{source}:{JOB_DIR}/{input_name}:ro"]

@@ -283,3 +283,22 @@ def cutex_image(finders_image: str) -> str:
     from tests import containers
 
     return containers.cutex_image(finders_image)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(container_engine: dict[str, str]) -> Iterator[str]:
+    """Debian's dockerd, started for the session on its own socket (DOCKER_HOST set) and stopped after, with the
+    Debian base image copied in from podman."""
+    from tests import containers
+
+    try:
+        daemon = containers.start_dockerd()
+    except containers.EngineUnavailable as exc:
+        pytest.skip(f"no docker daemon for these tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", containers.DOCKER_HOST)
+        patch.setenv("DOCKER_BUILDKIT", "0")  # the 28.x client here has no buildx
+        containers.remove_docker_containers()
+        yield containers.DOCKER_HOST
+        containers.remove_docker_containers()
+        containers.stop_dockerd(daemon)

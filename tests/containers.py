@@ -229,3 +229,59 @@ def _config_value(path: Path, key: str) -> str:
         if name.strip() == key:
             return rest.split("|", 1)[0].split("!", 1)[0].strip()
     raise KeyError(f"{path} has no {key}")
+
+
+DOCKER_DIR = Path("/run/caesar-appliance-tests/docker")
+DOCKER_ROOT = CACHE / "docker-overlay2"
+DOCKER_HOST = f"unix://{DOCKER_DIR}/docker.sock"
+
+
+def start_dockerd() -> subprocess.Popen[bytes]:
+    """Debian's dockerd (docker.io, installed when missing) on its own socket, storage and run folder: no iptables,
+    no bridge, ulimits below the hard limits; returns the process (stop it with stop_dockerd). The base image is
+    copied in from podman (docker load of podman save)."""
+    if subprocess.run(["dpkg", "-s", "docker.io"], capture_output=True).returncode != 0:
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", "docker.io"], capture_output=True, text=True,
+                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
+        if done.returncode != 0:
+            raise EngineUnavailable(f"could not install docker.io: {done.stderr.strip()[-500:]}")
+    DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+    DOCKER_ROOT.mkdir(parents=True, exist_ok=True)
+    log = (DOCKER_DIR / "dockerd.log").open("ab")
+    daemon = subprocess.Popen(
+        ["/usr/sbin/dockerd", "--data-root", str(DOCKER_ROOT), "--exec-root", str(DOCKER_DIR / "exec"), "--pidfile",
+         str(DOCKER_DIR / "docker.pid"), "-H", DOCKER_HOST, "--storage-driver", "overlay2", "--iptables=false",
+         "--ip6tables=false", "--bridge=none", "--default-ulimit", "nofile=1024:1024", "--default-ulimit",
+         "nproc=1024:1024"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST, "DOCKER_BUILDKIT": "0"}
+    deadline = time.monotonic() + 30
+    while subprocess.run(["docker", "version"], env=env, capture_output=True).returncode != 0:
+        if daemon.poll() is not None or time.monotonic() > deadline:
+            stop_dockerd(daemon)
+            raise EngineUnavailable(f"dockerd did not start: see {DOCKER_DIR / 'dockerd.log'}")
+        time.sleep(0.2)
+    if subprocess.run(["docker", "image", "inspect", BASE_IMAGE], env=env, capture_output=True).returncode != 0:
+        saved = subprocess.Popen(["podman", "save", BASE_IMAGE], stdout=subprocess.PIPE,
+                                 env={**os.environ, **podman_environment()})  # fmt: skip
+        subprocess.run(["docker", "load"], stdin=saved.stdout, env=env, check=True, capture_output=True)
+        saved.wait()
+    return daemon
+
+
+def remove_docker_containers(label: str = "caesar-appliance.job") -> None:
+    env = {**os.environ, "DOCKER_HOST": DOCKER_HOST}
+    names = subprocess.run(["docker", "ps", "-a", "-q", "--filter", f"label={label}"], env=env, capture_output=True,
+                           text=True).stdout.split()  # fmt: skip
+    if names:
+        subprocess.run(["docker", "rm", "-f", *names], env=env, capture_output=True)
+
+
+def stop_dockerd(daemon: subprocess.Popen[bytes]) -> None:
+    daemon.terminate()
+    try:
+        daemon.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        daemon.kill()
+        daemon.wait()

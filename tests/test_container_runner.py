@@ -23,8 +23,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("container_engine")]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_runner(**settings: object) -> ContainerRunner:
-    return ContainerRunner(engine="podman", image=BASE_IMAGE, **settings)
+def make_runner(engine: str = "podman", **settings: object) -> ContainerRunner:
+    return ContainerRunner(engine=engine, image=BASE_IMAGE, **settings)
+
+
+@pytest.fixture(params=["podman", "docker"])
+def engine(request) -> str:
+    """Both engines, for what they report differently (docker sees an OOM kill itself, podman 4.3 does not)."""
+    if request.param == "docker":
+        request.getfixturevalue("docker_engine")
+    return request.param
 
 
 def step(tmp_path: Path, argv: list[str], step: str = "1", **extra: object) -> RunSpec:
@@ -40,8 +48,8 @@ def wait_until_ended(runner: ContainerRunner, handle: Handle, timeout: float = 6
         time.sleep(0.05)
 
 
-def test_a_step_beyond_its_memory_ends_out_of_memory(tmp_path):
-    runner = make_runner()
+def test_a_step_beyond_its_memory_ends_out_of_memory(tmp_path, engine):
+    runner = make_runner(engine)
     grab = "print('allocating', flush=True); blocks = [bytearray(2**20) for _ in range(400)]"
     handle = runner.submit(step(tmp_path, ["python3", "-c", grab], resources=Resources(memory_mb=64)))
     status = wait_until_ended(runner, handle)
@@ -51,8 +59,8 @@ def test_a_step_beyond_its_memory_ends_out_of_memory(tmp_path):
     runner.release(handle)
 
 
-def test_a_step_within_its_memory_and_a_failing_step_end_by_themselves(tmp_path):
-    runner = make_runner()
+def test_a_step_within_its_memory_and_a_failing_step_end_by_themselves(tmp_path, engine):
+    runner = make_runner(engine)
     fits = runner.submit(step(tmp_path, ["python3", "-c", "x = bytearray(8 * 2**20)"], "1",
                               resources=Resources(memory_mb=128)))  # fmt: skip
     fails = runner.submit(step(tmp_path, ["sh", "-c", "echo failing >&2; exit 7"], "2"))
@@ -94,14 +102,14 @@ def test_what_a_step_writes_belongs_to_the_appliances_user(tmp_path):
     assert make_runner().user == f"{os.getuid()}:{os.getgid()}"  # by default: the appliance's own user
 
 
-def test_a_run_outlives_the_process_that_started_it_and_is_followed_to_its_end(tmp_path):
+def test_a_run_outlives_the_process_that_started_it_and_is_followed_to_its_end(tmp_path, engine):
     spec = step(tmp_path, ["sh", "-c", "echo started; sleep 3; echo done; exit 5"])
     submitter = subprocess.Popen(
         [sys.executable, "-c", (
             "import json, sys, time\n"
             "from runners import RunSpec\n"
             "from runners.container import ContainerRunner\n"
-            f"runner = ContainerRunner(engine='podman', image={BASE_IMAGE!r})\n"
+            f"runner = ContainerRunner(engine={engine!r}, image={BASE_IMAGE!r})\n"
             "handle = runner.submit(RunSpec.from_json(json.loads(sys.argv[1])))\n"
             "print(json.dumps(handle.data), flush=True)\n"
             "time.sleep(600)\n"
@@ -111,7 +119,7 @@ def test_a_run_outlives_the_process_that_started_it_and_is_followed_to_its_end(t
     data = json.loads(submitter.stdout.readline())
     submitter.send_signal(signal.SIGKILL)
     submitter.wait()
-    restarted = make_runner()
+    restarted = make_runner(engine)
     handle = Handle("container", data)
     assert restarted.status([handle])[0].state == "running"
     status = wait_until_ended(restarted, handle)

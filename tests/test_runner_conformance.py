@@ -108,9 +108,19 @@ class ContainerHarness(Harness):
         return super().spec(tmp_path, name, code, step, image=BASE_IMAGE, **extra)
 
 
+class DockerHarness(ContainerHarness):
+    """The same runner on Debian's dockerd, started by the tests (the ``docker_engine`` fixture)."""
+
+    name = "docker"
+
+    def make(self) -> ContainerRunner:
+        return ContainerRunner(engine="docker", cores=2, image=BASE_IMAGE)
+
+
 HARNESSES: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "fake": FakeHarness,
-                                               "container": ContainerHarness}  # fmt: skip
-NEEDS = {"container": "container_engine"}  # a fixture a harness needs before it can make its runner
+                                               "container": ContainerHarness, "docker": DockerHarness}  # fmt: skip
+# a fixture a harness needs before it can make its runner
+NEEDS = {"container": "container_engine", "docker": "docker_engine"}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.e2e] if name in NEEDS else []) for name in
