@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,7 +269,7 @@ class ContainerRunner:
         reason = None
         if state.get("OOMKilled") or (exited and exited.get("oom_kill") and code != 0):
             reason = OUT_OF_MEMORY
-        elif files["cancel"].exists() and code != 0:
+        elif code != 0 and _cancelled_before(files["cancel"], str(state.get("FinishedAt", ""))):
             reason = KILLED
         if reason and 128 < code < 160:  # the shell's way of saying "killed by signal code - 128"
             code = 128 - code
@@ -362,6 +364,21 @@ def _find_engine(engine: str, binary: str) -> tuple[str, str]:
 def _run_files(workdir: Path, name: str) -> dict[str, Path]:
     """The run's own files in the job folder: its log, its exit record, the mark that it was cancelled."""
     return {kind: workdir / f".{name}.{kind}" for kind in ("log", "exit", "cancel")}
+
+
+def _cancelled_before(cancel_file: Path, finished_at: str) -> bool:
+    """Whether the run was asked to stop before it ended (a run that failed by itself and was cancelled after was
+    not killed). ``finished_at`` is the engine's RFC 3339 time, to the nanosecond."""
+    try:
+        asked = cancel_file.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    found = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)", finished_at)
+    if not found:
+        return True
+    seconds, fraction, zone = found.groups()
+    ended = datetime.fromisoformat(seconds + ("+00:00" if zone == "Z" else zone)).timestamp()
+    return asked <= ended + float(fraction or 0) + 0.01
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

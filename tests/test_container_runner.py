@@ -187,3 +187,13 @@ def test_status_of_many_runs_is_one_engine_call_and_cancel_returns_at_once(tmp_p
     for handle in handles:
         status = wait_until_ended(runner, handle, timeout=20)
         assert status.reason == KILLED and status.exit_code == -15  # sleep dies of the SIGTERM passed on to it
+
+
+def test_a_run_that_failed_before_it_was_cancelled_is_not_said_to_be_killed(tmp_path):
+    runner = make_runner()
+    handle = runner.submit(step(tmp_path, ["sh", "-c", "exit 3"]))
+    assert wait_until_ended(runner, handle).exit_code == 3
+    time.sleep(0.05)
+    runner.cancel(handle)
+    status = wait_until_ended(runner, handle)
+    assert status.exit_code == 3 and status.reason is None
