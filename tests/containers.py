@@ -2,11 +2,11 @@
 checkout (kept between runs) and its run state on a short tmpfs path, and the images the tests run: a Debian base
 made with debootstrap (no registry is reachable), the finders image, and the caesar and CuTEx replay images.
 
-What this machine needs, each verified on it:
-- overlay storage, not vfs: vfs copies the whole image for every container (an 820 MB finders image took 29 s per
-  run; overlay 0.33 s). A graphroot never changes driver or runroot after its first use ("database graph driver
-  mismatch"), so both are fixed here and the graphroot is named after them.
-- a short runroot on tmpfs: with a long runroot path conmon's socket path overflowed and every run waited 20 s.
+What this machine needs, each seen on it:
+- overlay storage, not vfs: vfs copies the whole image for every container (a run of the 820 MB finders image took
+  29 s to start on vfs, 0.33 s on overlay). A graphroot never changes driver or runroot after its first use
+  ("database graph driver mismatch"), so both are fixed here and the graphroot is named after its driver.
+- a short runroot on tmpfs: with a long runroot path every run waited 20 s for a conmon timeout.
 - ``default_ulimits`` below the hard limits (no CAP_SYS_RESOURCE: else runc fails with "error setting rlimit type 7")
   and runc rather than crun (cgroup v1 with a hybrid v2 mount).
 - no network namespace set up by podman (``netns="none"``, and the runner's ``--network none``): else netavark adds

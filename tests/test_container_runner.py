@@ -197,3 +197,27 @@ def test_a_run_that_failed_before_it_was_cancelled_is_not_said_to_be_killed(tmp_
     runner.cancel(handle)
     status = wait_until_ended(runner, handle)
     assert status.exit_code == 3 and status.reason is None
+
+
+def test_an_input_linked_from_elsewhere_is_seen_through_its_link(tmp_path):
+    """A prepared input may be a link into the appliance's file store, outside the job folder."""
+    store, folder = tmp_path / "store", tmp_path / "job"
+    store.mkdir()
+    folder.mkdir()
+    (store / "0f3c.fits").write_text("pixels")
+    (folder / "input.fits").symlink_to(store / "0f3c.fits")
+    runner = make_runner()
+    handle = runner.submit(step(folder, ["cat", "input.fits"], inputs=("input.fits",)))
+    assert wait_until_ended(runner, handle).exit_code == 0 and runner.logs(handle, 0) == b"pixels"
+
+
+def test_gpus_extra_options_and_a_docker_daemon_that_does_not_answer(tmp_path, monkeypatch):
+    spec = step(tmp_path, ["nvidia-smi"], resources=Resources(cores=2, memory_mb=512, gpus=1))
+    podman_args = make_runner(extra_args=["--shm-size", "1g"], gpus=True).run_arguments(spec, BASE_IMAGE, {})
+    assert "--device nvidia.com/gpu=all" in " ".join(podman_args) and "--shm-size 1g" in " ".join(podman_args)
+    assert "--cpus 2 --memory 512m --memory-swap 512m" in " ".join(podman_args)
+    docker = make_runner("docker", gpus=True)
+    assert docker.capabilities.gpus and "--gpus 1" in " ".join(docker.run_arguments(spec, BASE_IMAGE, {}))
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
+    reason = make_runner("docker").availability().reason
+    assert reason.startswith("docker does not answer (is the docker daemon running?): ") and "no-daemon.sock" in reason
