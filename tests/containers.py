@@ -70,16 +70,7 @@ def prepare_podman() -> dict[str, str]:
         raise EngineUnavailable("the container tests run a rootful podman and need root")
     missing = [p for p in PACKAGES if subprocess.run(["dpkg", "-s", p], capture_output=True).returncode != 0]
     if missing:
-        if shutil.which("apt-get") is None:
-            raise EngineUnavailable(f"podman is not installed and there is no apt-get to install {' '.join(missing)}")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        done = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
-            done = subprocess.run(["apt-get", "install", "-y", "-qq", *missing], capture_output=True, text=True,
-                                  env=env)  # fmt: skip
-        if done.returncode != 0:
-            raise EngineUnavailable(f"could not install {' '.join(missing)}: {done.stderr.strip()[-500:]}")
+        _apt_install(missing)
     CONF_DIR.mkdir(parents=True, exist_ok=True)
     RUNROOT.mkdir(parents=True, exist_ok=True)
     (CONF_DIR / "containers.conf").write_text(CONTAINERS_CONF)
@@ -89,6 +80,18 @@ def prepare_podman() -> dict[str, str]:
     if check.returncode != 0:
         raise EngineUnavailable(f"podman does not run here: {check.stderr.strip()[-500:]}")
     return env
+
+
+def _apt_install(packages: list[str]) -> None:
+    if shutil.which("apt-get") is None:
+        raise EngineUnavailable(f"{' '.join(packages)} not installed, and there is no apt-get to install them")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    done = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], capture_output=True, text=True, env=env)
+    if done.returncode != 0:  # a clean machine's package lists may be missing or old
+        subprocess.run(["apt-get", "update", "-qq"], capture_output=True)
+        done = subprocess.run(["apt-get", "install", "-y", "-qq", *packages], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise EngineUnavailable(f"could not install {' '.join(packages)}: {done.stderr.strip()[-500:]}")
 
 
 def podman(args: list[str], env: dict[str, str] | None = None, check: bool = True, **kwargs):
@@ -240,11 +243,10 @@ def start_dockerd() -> subprocess.Popen[bytes]:
     """Debian's dockerd (docker.io, installed when missing) on its own socket, storage and run folder: no iptables,
     no bridge, ulimits below the hard limits; returns the process (stop it with stop_dockerd). The base image is
     copied in from podman (docker load of podman save)."""
+    if os.geteuid() != 0:
+        raise EngineUnavailable("the docker tests start their own dockerd and need root")
     if subprocess.run(["dpkg", "-s", "docker.io"], capture_output=True).returncode != 0:
-        done = subprocess.run(["apt-get", "install", "-y", "-qq", "docker.io"], capture_output=True, text=True,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})  # fmt: skip
-        if done.returncode != 0:
-            raise EngineUnavailable(f"could not install docker.io: {done.stderr.strip()[-500:]}")
+        _apt_install(["docker.io"])
     DOCKER_DIR.mkdir(parents=True, exist_ok=True)
     DOCKER_ROOT.mkdir(parents=True, exist_ok=True)
     log = (DOCKER_DIR / "dockerd.log").open("ab")

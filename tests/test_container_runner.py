@@ -35,8 +35,10 @@ def engine(request) -> str:
     return request.param
 
 
-def step(tmp_path: Path, argv: list[str], step: str = "1", **extra: object) -> RunSpec:
-    return RunSpec(name="step", command=argv, workdir=tmp_path, job_id=tmp_path.name[-20:], step=step, **extra)
+def step(folder: Path, argv: list[str], step: str = "1", **extra: object) -> RunSpec:
+    """A step whose job id is made from its folder's last two names (so that it is unique, also across sessions)."""
+    job_id = "-".join(folder.parts[-2:])[-40:]
+    return RunSpec(name="step", command=argv, workdir=folder, job_id=job_id, step=step, **extra)
 
 
 def wait_until_ended(runner: ContainerRunner, handle: Handle, timeout: float = 60):
