@@ -145,6 +145,11 @@ class CannotStart(Exception):
         self.reason = reason
 
 
+class StatusUnavailable(Exception):
+    """Raised by ``status`` when the backend cannot be asked now (its daemon or cluster does not answer): the runs
+    are as they were, not lost; ask again at the next tick."""
+
+
 class Runner(Protocol):
     name: str
     capabilities: Capabilities
@@ -160,7 +165,9 @@ class Runner(Protocol):
         of the run already started, where the backend can tell. Raises CannotStart when it cannot be started."""
 
     def status(self, handles: list[Handle]) -> list[RunStatus]:
-        """How each run is, in the order given, in one call (one ``ps``, one ``squeue``) whatever their number."""
+        """How each run is, in the order given, in one call (one ``ps``, one ``squeue``) whatever their number.
+        Raises StatusUnavailable when the backend does not answer (a run is "lost" only when the backend says it
+        has no such run)."""
 
     def cancel(self, handle: Handle, force: bool = False) -> None:
         """Ask the run to stop (SIGTERM or the backend's equivalent), or stop it now with ``force``. Returns at once;

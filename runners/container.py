@@ -31,6 +31,7 @@ from runners import (
     Handle,
     RunSpec,
     RunStatus,
+    StatusUnavailable,
     argv_of,
     write_files,
 )
@@ -65,6 +66,7 @@ exit "$code"
 """
 
 QUEUED = {"created", "configured", "initialized"}
+_NO_SUCH = re.compile(r"no such (container|object)", re.IGNORECASE)  # how both engines say a name is unknown
 RUNNING = {"running", "paused", "stopping", "restarting"}
 # The engine's answer to ``version`` is kept this long: availability is asked for every listing of apps.
 AVAILABILITY_SECONDS = 10.0
@@ -323,11 +325,18 @@ class ContainerRunner:
         """The containers of these names that exist, by name, in one call (missing ones are left out)."""
         if not names or not self.binary:
             return {}
-        answer = self._run("container", "inspect", *names)
+        try:
+            answer = self._run("container", "inspect", *names)
+        except subprocess.TimeoutExpired as exc:
+            raise StatusUnavailable(f"{self.engine} did not answer within {exc.timeout:.0f} s") from exc
         try:
             found = json.loads(answer.stdout or "[]")
         except json.JSONDecodeError:
-            found = []
+            found = None
+        # an answer for each name, or "no such container" for the missing ones; anything else: no answer
+        problems = [line for line in answer.stderr.splitlines() if line.strip() and not _NO_SUCH.search(line)]
+        if found is None or (answer.returncode != 0 and problems):
+            raise StatusUnavailable(f"{self.engine} does not answer: {(problems or [_last_line(answer)])[-1]}")
         return {str(container.get("Name", "")).lstrip("/"): container for container in found or []}
 
     def _image_config(self, image: str) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runners import KILLED, OUT_OF_MEMORY, CannotStart, Handle, Resources, RunSpec, Tool
+from runners import KILLED, OUT_OF_MEMORY, CannotStart, Handle, Resources, RunSpec, StatusUnavailable, Tool
 from runners.container import ContainerRunner
 from tests.containers import BASE_IMAGE, podman
 
@@ -223,3 +223,13 @@ def test_gpus_extra_options_and_a_docker_daemon_that_does_not_answer(tmp_path, m
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-daemon.sock")
     reason = make_runner("docker").availability().reason
     assert reason.startswith("docker does not answer (is the docker daemon running?): ") and "no-daemon.sock" in reason
+
+
+def test_runs_are_not_lost_when_the_engine_does_not_answer(tmp_path):
+    runner = make_runner()
+    handle = runner.submit(step(tmp_path, ["sleep", "600"]))
+    unanswered = make_runner(extra_global_args=["--root", "/proc/no-such-storage"])
+    with pytest.raises(StatusUnavailable, match="podman does not answer"):
+        unanswered.status([handle])
+    assert runner.status([handle])[0].state == "running"
+    runner.cancel(handle, force=True)
