@@ -6,6 +6,8 @@ Inside the container the step runs under a small POSIX-shell entry (``ENTRY`` be
 sends its output to ``/job/.<run>.log`` and, when it ends, writes ``/job/.<run>.exit``: its exit code and what its
 cgroup counted (OOM kills, CPU time, peak memory). podman 4.3 reports ``OOMKilled`` false for every container on
 cgroup v1, so an OOM kill is told by the cgroup's own ``oom_kill`` counter, read from inside before the cgroup goes.
+So an image needs ``/bin/sh`` (every image the appliance uses has one); in an image without, the step fails and its
+log is what the engine caught.
 """
 
 from __future__ import annotations
