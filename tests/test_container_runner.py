@@ -14,7 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from runners import KILLED, OUT_OF_MEMORY, CannotStart, Handle, Resources, RunSpec, StatusUnavailable, Tool
+from runners import (
+    KILLED,
+    OUT_OF_MEMORY,
+    CannotStart,
+    Handle,
+    Resources,
+    RunSpec,
+    StatusUnavailable,
+    Tool,
+    load_runner,
+    runner_names,
+)
 from runners.container import ContainerRunner
 from tests.containers import BASE_IMAGE, podman
 
@@ -233,3 +244,10 @@ def test_runs_are_not_lost_when_the_engine_does_not_answer(tmp_path):
         unanswered.status([handle])
     assert runner.status([handle])[0].state == "running"
     runner.cancel(handle, force=True)
+
+
+def test_the_runner_is_found_through_the_entry_point_group():
+    runner = load_runner("container", engine="podman", cores=3, grace_seconds=2)
+    assert isinstance(runner, ContainerRunner) and runner.capacity() == 3 and "container" in runner_names()
+    assert runner.capabilities.to_json() == {"durable": True, "containers": True, "shared_filesystem": True,
+                                             "gpus": False}  # fmt: skip

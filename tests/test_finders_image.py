@@ -90,3 +90,20 @@ def test_bane_and_aegean_in_the_finders_image_find_what_they_find_here(finders_i
             rtol=1e-7,
             error_rtol=1e-5,
         )
+
+
+def test_pybdsf_in_the_finders_image_finds_what_it_finds_here(finders_image, shared_data, tmp_path):
+    process_image = {"thresh": "hard", "thresh_pix": 5.0, "thresh_isl": 3.0, "frequency": 1.4e9, "quiet": True}
+    parameters = {"image": "input.fits", "process_image": process_image}
+    folders = {}
+    for name, runner in runners(finders_image).items():
+        folders[name] = folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(shared_data / "caesar-runs" / "synthetic-512" / "input.fits", folder / "input.fits")
+        spec = RunSpec(name="pybdsf", command=Tool("appliance.apps.pybdsf_run", ("pybdsf_parameters.json",)),
+                       workdir=folder, job_id=f"pybdsf-{name}-{tmp_path.name[-12:]}", inputs=("input.fits",),
+                       files={"pybdsf_parameters.json": json.dumps(parameters)})  # fmt: skip
+        run_steps(runner, folder, [spec])
+    for product in ("pybdsf_gaul.fits", "pybdsf_srl.fits", "pybdsf_isl.fits"):
+        same_rows(Table.read(folders["local"] / product), Table.read(folders["container"] / product), rtol=1e-7,
+                  error_rtol=1e-5)  # fmt: skip
