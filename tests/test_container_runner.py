@@ -251,3 +251,15 @@ def test_the_runner_is_found_through_the_entry_point_group():
     assert isinstance(runner, ContainerRunner) and runner.capacity() == 3 and "container" in runner_names()
     assert runner.capabilities.to_json() == {"durable": True, "containers": True, "shared_filesystem": True,
                                              "gpus": False}  # fmt: skip
+
+
+def test_with_pull_a_missing_image_is_pulled_before_its_first_run(tmp_path):
+    """No registry is reachable here: the pull fails, and says so."""
+    runner = make_runner(pull=True)
+    assert runner.image_availability("localhost/no-such-image:1").available
+    begun = time.monotonic()
+    with pytest.raises(CannotStart, match="could not pull the image localhost/no-such-image:1: "):
+        runner.submit(step(tmp_path, ["true"], image="localhost/no-such-image:1"))
+    assert time.monotonic() - begun < 30
+    handle = runner.submit(step(tmp_path, ["true"]))  # an image that is here is not pulled
+    assert wait_until_ended(runner, handle).exit_code == 0
