@@ -193,6 +193,14 @@ class ContainerRunner:
         return self.cores
 
     def submit(self, spec: RunSpec) -> Handle:
+        try:
+            return self._submit(spec)
+        except StatusUnavailable as exc:
+            raise CannotStart(str(exc)) from exc
+        except subprocess.TimeoutExpired as exc:
+            raise CannotStart(f"{self.engine} did not answer within {exc.timeout:.0f} s") from exc
+
+    def _submit(self, spec: RunSpec) -> Handle:
         name = spec.run_name
         workdir = str(spec.workdir.resolve())  # a relative source of --volume would name a volume, not a folder
         handle = Handle(self.name, {"name": name, "label": name, "workdir": workdir, "engine": self.engine})

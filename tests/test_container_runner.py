@@ -242,6 +242,8 @@ def test_runs_are_not_lost_when_the_engine_does_not_answer(tmp_path):
     unanswered = make_runner(extra_global_args=["--root", "/proc/no-such-storage"])
     with pytest.raises(StatusUnavailable, match="podman does not answer"):
         unanswered.status([handle])
+    with pytest.raises(CannotStart, match="podman does not answer"):
+        unanswered.submit(step(tmp_path, ["true"], step="2"))
     assert runner.status([handle])[0].state == "running"
     runner.cancel(handle, force=True)
 
