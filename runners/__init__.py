@@ -135,6 +135,21 @@ class Availability:
     reason: str | None = None
 
 
+class CannotStart(Exception):
+    """Raised by ``submit`` when the step cannot be started at all (its image is not there, the engine refuses it):
+    the step fails with ``reason``, which says what to do about it; submitting it again fails the same way until
+    that is done."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StatusUnavailable(Exception):
+    """Raised by ``status`` when the backend cannot be asked now (its daemon or cluster does not answer): the runs
+    are as they were, not lost; ask again at the next tick."""
+
+
 class Runner(Protocol):
     name: str
     capabilities: Capabilities
@@ -147,10 +162,12 @@ class Runner(Protocol):
 
     def submit(self, spec: RunSpec) -> Handle:
         """Start the step and return at once. Submitting the same job, attempt and step again returns the handle
-        of the run already started, where the backend can tell."""
+        of the run already started, where the backend can tell. Raises CannotStart when it cannot be started."""
 
     def status(self, handles: list[Handle]) -> list[RunStatus]:
-        """How each run is, in the order given, in one call (one ``ps``, one ``squeue``) whatever their number."""
+        """How each run is, in the order given, in one call (one ``ps``, one ``squeue``) whatever their number.
+        Raises StatusUnavailable when the backend does not answer (a run is "lost" only when the backend says it
+        has no such run)."""
 
     def cancel(self, handle: Handle, force: bool = False) -> None:
         """Ask the run to stop (SIGTERM or the backend's equivalent), or stop it now with ``force``. Returns at once;

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from runners import Handle, Resources, RunSpec, RunStatus
+from runners.container import ContainerRunner
 from runners.fake import FakeBackend, FakeClock, FakeRunner, Script
 from runners.local import LocalRunner
+from tests.containers import BASE_IMAGE
 
 PRINT_AND_EXIT = "import sys; print('hello from the step', flush=True); sys.exit(3)"
 SLEEP = "import time; print('sleeping', flush=True); time.sleep(600)"
@@ -92,11 +94,40 @@ class FakeHarness(Harness):
         return runner.status(handles)
 
 
-HARNESSES: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "fake": FakeHarness}
+class ContainerHarness(Harness):
+    """podman, started by the tests (the ``container_engine`` fixture), running the Debian base image."""
+
+    name = "container"
+    durable = True
+    python = ["python3"]
+
+    def make(self) -> ContainerRunner:
+        return ContainerRunner(engine="podman", cores=2, image=BASE_IMAGE)
+
+    def spec(self, tmp_path: Path, name: str, code: str, step: str = "1", **extra: object) -> RunSpec:
+        return super().spec(tmp_path, name, code, step, image=BASE_IMAGE, **extra)
 
 
-@pytest.fixture(params=sorted(HARNESSES))
+class DockerHarness(ContainerHarness):
+    """The same runner on Debian's dockerd, started by the tests (the ``docker_engine`` fixture)."""
+
+    name = "docker"
+
+    def make(self) -> ContainerRunner:
+        return ContainerRunner(engine="docker", cores=2, image=BASE_IMAGE)
+
+
+HARNESSES: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "fake": FakeHarness,
+                                               "container": ContainerHarness, "docker": DockerHarness}  # fmt: skip
+# a fixture a harness needs before it can make its runner
+NEEDS = {"container": "container_engine", "docker": "docker_engine"}
+
+
+@pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.e2e] if name in NEEDS else []) for name in
+                        sorted(HARNESSES)])  # fmt: skip
 def harness(request) -> Iterator[Harness]:
+    if request.param in NEEDS:
+        request.getfixturevalue(NEEDS[request.param])
     made = HARNESSES[request.param]()
     yield made
     made.close()
