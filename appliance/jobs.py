@@ -119,7 +119,7 @@ class JobService:
             raise InvalidRequest("missing_data_inputs", "give the uuid of an uploaded file in 'data_inputs'")
         app, options, walltime, runner = self._checked(app_name, job_inputs, tag, walltime, runner)
         record = self.files.get(user, data_inputs)
-        app.check_input(record.summary, options)
+        app.check_input(record.summary, options, self.engine.target(app, runner))
         return self._record(user, app, job_inputs, options, [record], tag, walltime, runner)[0]
 
     def submit_tagged(
@@ -142,7 +142,7 @@ class JobService:
         for record in records:
             try:
                 self.files.open_path(user, record.uuid)
-                app.check_input(record.summary, options)
+                app.check_input(record.summary, options, self.engine.target(app, runner))
             except ApplianceError as exc:
                 refused.append({"uuid": record.uuid, "filename_orig": record.filename_orig, "error": exc.code,
                                 "status": exc.message, **exc.details})  # fmt: skip

@@ -108,7 +108,7 @@ class Chatty(App):
     def __init__(self, lines: int, pause: float) -> None:
         self.lines, self.pause = lines, pause
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         pass
 
     def steps(self, job: JobInput) -> list[RunSpec]:

@@ -160,7 +160,7 @@ class Counter(App):
     schema = OptionSchema([])
     progress_lines = (re.compile(r"(?P<stage>Counting islands): (?P<done>\d+)/(?P<total>\d+)"),)
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         pass
 
     def steps(self, job: JobInput) -> list[RunSpec]:

@@ -68,13 +68,13 @@ class ContainerApp(App):
         raise Unavailable("app_unavailable", f"the outputs of {self.name} cannot be read by this appliance yet")
 
 
-def job_image_catalog(workdir: Path, prefix: str) -> list[dict[str, Any]]:
+def job_image_catalog(workdir: Path, prefix: str, key: str) -> list[dict[str, Any]]:
     """The rows of the JSON catalog a job image wrote under caesar-rest's name (``<prefix>-<stem>.json``,
-    ``{"sources": [...]}``); FileNotFoundError naming what was looked for when there is none."""
+    ``{key: [...]}``); FileNotFoundError naming what was looked for when there is none."""
     found = sorted(workdir.glob(f"{prefix}-*.json"))
     if not found:
         raise FileNotFoundError(f"the job image wrote no {prefix}-*.json in its output folder")
-    return json.loads(found[0].read_text())["sources"]
+    return json.loads(found[0].read_text())[key]
 
 
 class Cutex(ContainerApp):
@@ -98,13 +98,13 @@ class Cutex(ContainerApp):
     )  # fmt: skip
 
     def collect(self, job: JobInput) -> Catalog:
-        """caesar-rest's names: ``catalog-<stem>.json`` the sources (islands), ``catalog_fitcomp-<stem>.json`` their
-        components, each row with 0-based pixel ``x, y``, ``peak_flux`` (Jy/beam), ``int_flux`` (Jy), FWHM
+        """caesar-rest's names: ``catalog-<stem>.json`` the sources (islands, under "sources"),
+        ``catalog_fitcomp-<stem>.json`` their components (under "components"), each row with 0-based pixel ``x, y``, ``peak_flux`` (Jy/beam), ``int_flux`` (Jy), FWHM
         ``fwhm_a, fwhm_b`` (pixels) at ``pa`` (degrees from +x towards +y). Sky positions and sizes are computed here
         from the image's WCS."""
         wcs = celestial_wcs(fits.getheader(job.image))
-        sources = job_image_catalog(job.workdir, "catalog")
-        components = job_image_catalog(job.workdir, "catalog_fitcomp")
+        sources = job_image_catalog(job.workdir, "catalog", "sources")
+        components = job_image_catalog(job.workdir, "catalog_fitcomp", "components")
         return Catalog(
             islands=_cutex_table("islands", sources, wcs, self.name),
             components=_cutex_table("components", components, wcs, self.name),

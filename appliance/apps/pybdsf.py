@@ -102,7 +102,7 @@ class PyBDSF(App):
         ]
     )
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         if options["bkggrid"] and not options["bkgbox"]:
             raise InvalidOptions({"bkggrid": "needs bkgbox"})
         super().check_input(summary, options)
