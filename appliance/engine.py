@@ -505,6 +505,7 @@ class Engine:
                         end_date=None,
                         exit_code=None,
                         stop_reason=None,
+                        cancel_requested_at=None,
                         deadline=moment + timedelta(seconds=walltime),
                     )  # fmt: skip
                 ).rowcount

@@ -523,6 +523,7 @@ class JobService:
                     handle=None,
                     pid="",
                     stop_reason=None,
+                    cancel_requested_at=None,
                     deadline=None,
                     status=f"re-queued: {why} (attempt {job.attempts} of {MAX_ATTEMPTS} interrupted)",
                 )

@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 import pytest
 from astropy.io import fits
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from appliance.core import Appliance
 from appliance.errors import NotFound
@@ -217,7 +217,8 @@ def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
                     end_date=None,
                 )
             )
-            session.add(Step(job_id=job_id, attempt=attempts + 1, number=1, name="sleep", spec={}, runner="local",
+            session.execute(delete(Step).where(Step.job_id == job_id))  # its step, as the killed appliance left it
+            session.add(Step(job_id=job_id, attempt=attempts, number=1, name="sleep", spec={}, runner="local",
                              state="running", handle={"runner": "local", **handle.data}, label=handle.label,
                              log_offset=0))  # fmt: skip
     with api_client(settings) as client:
