@@ -53,6 +53,8 @@ class Settings:
     inbox_tag: str
     inbox_app: str
     inbox_options: dict[str, Any]
+    runners: dict[str, dict[str, Any]]  # [runners.<name>]: each runner's own settings
+    apps: dict[str, dict[str, Any]]  # [apps.<name>]: each app's runner and image
 
     @property
     def db_path(self) -> Path:
@@ -137,17 +139,33 @@ def load_settings(
     explicit = config_file or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
     user_file = explicit or default_config_file()
     if user_file.exists():
-        values.update(_checked(_read_toml(user_file), defaults, f"config file {user_file}"))
+        _merge(values, _checked(_read_toml(user_file), defaults, f"config file {user_file}"))
     elif explicit:
         raise ConfigError(f"config file {explicit} does not exist")
 
     for key, default in defaults.items():
         raw = env.get(ENV_PREFIX + key.upper())
         if raw is not None:
-            values[key] = _from_env(key, raw, default)
+            _merge(values, {key: _from_env(key, raw, default)})
 
-    values.update(_checked({k: v for k, v in (cli or {}).items() if v is not None}, defaults, "command line"))
+    _merge(values, _checked({k: v for k, v in (cli or {}).items() if v is not None}, defaults, "command line"))
     return _build(values)
+
+
+TABLES_OF_TABLES = ("runners", "apps")  # merged key by key: a user file sets one runner's setting, not all of them
+
+
+def _merge(values: dict[str, Any], changes: Mapping[str, Any]) -> None:
+    for key, value in changes.items():
+        if key in TABLES_OF_TABLES:
+            merged = {name: dict(table) for name, table in values.get(key, {}).items()}
+            for name, table in value.items():
+                if not isinstance(table, Mapping):
+                    raise ConfigError(f"[{key}.{name}] must be a table, got {table!r}")
+                merged[name] = {**merged.get(name, {}), **table}
+            values[key] = merged
+        else:
+            values[key] = value
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from appliance.apps import AppRegistry
 from appliance.compare import ComparisonService
 from appliance.config import Settings
 from appliance.db import Database
+from appliance.engine import Runners
 from appliance.errors import ApplianceError, ConfigError
 from appliance.idempotency import IdempotencyKeys
 from appliance.inbox import Inbox
@@ -28,7 +29,7 @@ from appliance.jobs import JobService
 from appliance.lock import HomeLock
 from appliance.queue import JobQueue
 from appliance.storage import FileStore
-from runners import load_runner
+from runners import Runner
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +64,17 @@ def owner_only(home: Path) -> None:
 
 
 class Appliance:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runners: dict[str, Runner] | None = None,
+        clock: Any = None,
+        monitor: bool = True,
+    ) -> None:
+        """``runners``, ``clock`` and ``monitor=False`` are for tests that step the engine themselves (``tick()``) on
+        given runners; queue tasks then run in the thread that queues them."""
         self.settings = settings
+        self.monitor = monitor
         self.lock = HomeLock(settings.lock_path)
         self.access = Access(settings.token_path, settings.require_login)
         # a connection for each thread that may use the database: the web handlers' and the queue's workers, and
@@ -72,7 +82,8 @@ class Appliance:
         self.db = Database(settings.db_path, connections=WEB_THREADS + settings.workers + 4)
         self.files = FileStore(settings, self.db)
         self.apps = AppRegistry(settings)
-        self.jobs = JobService(settings, self.db, self.files, self.apps, load_runner(settings.runner))
+        self.jobs = JobService(settings, self.db, self.files, self.apps, Runners(settings, runners), clock)
+        self.engine = self.jobs.engine
         self.comparisons = ComparisonService(settings, self.db, self.jobs)
         self.idempotency_keys = IdempotencyKeys(self.db)
         self.inbox = Inbox(settings, self.files, self.jobs) if settings.inbox else None
@@ -108,13 +119,19 @@ class Appliance:
             make_astropy_offline()
             self.db.migrate()
             self.files.prepare()
-            self.jobs.start()
-            self.queue = JobQueue(settings, self.jobs.run, settings.workers)
-            self.jobs.enqueue, self.jobs.revoke = self.queue.enqueue, self.queue.revoke
-            self.jobs.recover(self.queue.pending_task_ids())
+            tasks = {"prepare": self.engine.prepare, "collect": self.engine.collect}
+            self.queue = JobQueue(settings, tasks, settings.workers, immediate=not self.monitor)
+            self.queue.forget()
+            self.engine.enqueue, self.engine.paused = (
+                self.queue.enqueue,
+                lambda: self.queue is not None and self.queue.paused,
+            )
+            self.jobs.recover()
             self.comparisons.recover()
             self.idempotency_keys.recover()
-            self.queue.start()
+            if self.monitor:
+                self.queue.start()
+            self.jobs.start(self.monitor)
             if self.inbox is not None:
                 self.inbox.start()
         except BaseException:
@@ -152,8 +169,8 @@ class Appliance:
             "memory_total_bytes": memory.total,
             "disk_free_bytes": disk.free,
             "disk_total_bytes": disk.total,
-            "cores_busy": self.jobs.cores.busy,
-            "cores_total": self.jobs.cores.total,
+            "cores_busy": self.engine.cores_in_use().get("local", 0),
+            "cores_total": self.settings.cores,
             "queue_paused": self.queue is not None and self.queue.paused,
         }
 

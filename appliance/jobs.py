@@ -14,11 +14,9 @@ import logging
 import shutil
 import tarfile
 import threading
-import time
 import uuid as uuidlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,10 +27,11 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from appliance.apps import App, AppRegistry, JobInput
+from appliance.apps import App, AppRegistry, Child, JobInput
 from appliance.catalogs import check_footprint, flux_plots, write_products
 from appliance.config import Settings
 from appliance.db import Database, Lookup
+from appliance.engine import INPUT_IMAGE, MAX_ATTEMPTS, Engine, Runners, Target
 from appliance.errors import (
     ApplianceError,
     Conflict,
@@ -44,20 +43,16 @@ from appliance.errors import (
     Unavailable,
 )
 from appliance.events import ChangeFeed
-from appliance.fitsimage import prepare_image
 from appliance.models import LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, StoredFile
 from appliance.progress import EARLIER_JOBS, finder_progress, pixel_count, typical
 from appliance.residual import RESIDUAL, write_residual
 from appliance.storage import FileStore, clean_tag
-from runners import Handle, Runner
+from runners import Availability
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 2
-INPUT_IMAGE = "input.fits"
 JOB_LOG = "job.log"
 JOB_SPEC = "job.json"
-_POLL_SECONDS = 0.1
 _JOB_ID_LENGTH = 36
 MAX_TAGGED_JOBS = 1000  # jobs one request may submit (one per file of a tag)
 _PLOTTING = threading.Lock()  # two <img> of one page ask for the two plots of one job at the same time
@@ -65,7 +60,16 @@ _PLOTTING = threading.Lock()  # two <img> of one page ask for the two plots of o
 # most of its time)
 _STATUS = Lookup(
     select(
-        Job.id, Job.user, Job.pid, Job.state, Job.status, Job.exit_code, Job.start_date, Job.end_date, Job.tag
+        Job.id,
+        Job.user,
+        Job.pid,
+        Job.state,
+        Job.status,
+        Job.exit_code,
+        Job.start_date,
+        Job.end_date,
+        Job.tag,
+        Job.runner,
     ).where(Job.id == bindparam("job_id"))
 )
 
@@ -74,49 +78,25 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class CoreBudget:
-    """At most ``total`` cores of jobs run at once; a job waits in its queue worker until its cores are free."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self._free = total
-        self._changed = threading.Condition()
-
-    def acquire(self, cores: int, give_up: Callable[[], bool]) -> bool:
-        with self._changed:
-            while self._free < cores:
-                if give_up():
-                    return False
-                self._changed.wait(0.2)
-            self._free -= cores
-            return True
-
-    @property
-    def busy(self) -> int:
-        return self.total - self._free
-
-    def release(self, cores: int) -> None:
-        with self._changed:
-            self._free += cores
-            self._changed.notify_all()
-
-
 class JobService:
-    def __init__(self, settings: Settings, db: Database, files: FileStore, apps: AppRegistry, runner: Runner) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        files: FileStore,
+        apps: AppRegistry,
+        runners: Runners,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self.settings = settings
         self.apps = apps
         self.db = db
         self.files = files
-        self.runner = runner
-        self.cores = CoreBudget(settings.cores)
-        self.enqueue: Callable[[str], str] = _not_started
-        self.revoke: Callable[[str], None] = _not_started
-        self._cancel_requests: dict[str, threading.Event] = {}
-        self._stopping = threading.Event()
         self.changes = ChangeFeed()
+        self.engine = Engine(self, runners, clock) if clock else Engine(self, runners)
 
     @contextmanager
-    def _writing(self) -> Iterator[Session]:
+    def writing(self) -> Iterator[Session]:
         """A transaction that changes what users see: live pages hear of it once it is committed."""
         with self.db.session() as session:
             yield session
@@ -132,22 +112,25 @@ class JobService:
         data_inputs: Any,
         tag: Any = None,
         walltime: Any = None,
+        runner: Any = None,
     ) -> Job:
-        """Validate everything, record the job PENDING with its folder, and queue it."""
+        """Validate everything, record the job PENDING with its folder, and wake the engine."""
         if not isinstance(data_inputs, str) or not data_inputs:
             raise InvalidRequest("missing_data_inputs", "give the uuid of an uploaded file in 'data_inputs'")
-        app, options, walltime = self._checked(app_name, job_inputs, tag, walltime)
+        app, options, walltime, runner = self._checked(app_name, job_inputs, tag, walltime, runner)
         record = self.files.get(user, data_inputs)
-        app.check_input(record.summary, options)
-        return self._record(user, app, job_inputs, options, [record], tag, walltime)[0]
+        app.check_input(record.summary, options, self.engine.target(app, runner))
+        return self._record(user, app, job_inputs, options, [record], tag, walltime, runner)[0]
 
-    def submit_tagged(self, user: str, app_name: Any, job_inputs: Any, tag: Any, walltime: Any = None) -> list[Job]:
+    def submit_tagged(
+        self, user: str, app_name: Any, job_inputs: Any, tag: Any, walltime: Any = None, runner: Any = None
+    ) -> list[Job]:
         """One job per file with the tag ``tag`` (the jobs get the tag too), all or none: when the app refuses any
         of the files nothing is recorded, and FilesRefused names each refused file and why."""
         tag = clean_tag(tag) if isinstance(tag, str) else None
         if tag is None:
             raise InvalidRequest("missing_tag", "give the tag of the files to run the app on in 'tag'")
-        app, options, walltime = self._checked(app_name, job_inputs, tag, walltime)
+        app, options, walltime, runner = self._checked(app_name, job_inputs, tag, walltime, runner)
         records, total = self.files.list(user, tag=tag, limit=MAX_TAGGED_JOBS)
         if not total:
             raise NotFound("no_tagged_files", f"no file is tagged {tag!r}")
@@ -159,16 +142,18 @@ class JobService:
         for record in records:
             try:
                 self.files.open_path(user, record.uuid)
-                app.check_input(record.summary, options)
+                app.check_input(record.summary, options, self.engine.target(app, runner))
             except ApplianceError as exc:
                 refused.append({"uuid": record.uuid, "filename_orig": record.filename_orig, "error": exc.code,
                                 "status": exc.message, **exc.details})  # fmt: skip
         if refused:
             raise FilesRefused(refused)
-        return self._record(user, app, job_inputs, options, records, tag, walltime)
+        return self._record(user, app, job_inputs, options, records, tag, walltime, runner)
 
-    def _checked(self, app_name: Any, job_inputs: Any, tag: Any, walltime: Any) -> tuple[App, dict[str, Any], float]:
-        """The app, the validated options and the wall time of a submission, whatever its files."""
+    def _checked(
+        self, app_name: Any, job_inputs: Any, tag: Any, walltime: Any, runner: Any
+    ) -> tuple[App, dict[str, Any], float, str]:
+        """The app, the validated options, the wall time and the runner of a submission, whatever its files."""
         if not isinstance(app_name, str) or not app_name:
             raise InvalidRequest("missing_app", "give the app to run in 'app' (see GET /apps)")
         if tag is not None and not isinstance(tag, str):
@@ -177,13 +162,37 @@ class JobService:
         if app_name not in self.apps:
             raise InvalidRequest("unknown_app", f"Unknown app {app_name}! Known apps: {', '.join(self.apps.apps)}")
         app = self.apps.get(app_name)
-        available = app.availability()
+        runner = self._runner(app, runner)
+        available = self.engine.app_availability(app, runner)
         if not available.available:
-            raise Unavailable("app_unavailable", f"{app_name} cannot run here: {available.reason}")
-        return app, app.schema.validate(job_inputs), self._walltime(walltime)
+            raise Unavailable("app_unavailable", f"{app_name} cannot run on the {runner} runner: {available.reason}")
+        return app, app.schema.validate(job_inputs), self._walltime(walltime), runner
+
+    def default_runner(self, app: App) -> str:
+        return app.runner or self.settings.runner
+
+    def app_availability(self, app: App, runner: str | None = None) -> Availability:
+        """Whether ``app`` can run on ``runner`` (default: its own), and why not."""
+        return self.engine.app_availability(app, runner or self.default_runner(app))
+
+    def app_runners(self, app: App) -> dict[str, Availability]:
+        """Whether ``app`` can run on each runner."""
+        return {name: self.engine.app_availability(app, name) for name in self.engine.runners.names}
+
+    def _runner(self, app: App, name: Any) -> str:
+        """The runner a job asked for, else its app's default; refused when unknown or unavailable."""
+        if name is None:
+            name = self.default_runner(app)
+        runners = self.engine.runners
+        if not isinstance(name, str) or name not in runners:
+            raise Unavailable("unknown_runner", f"no runner named {name!r}; known runners: {', '.join(runners.names)}")
+        found = runners.availability(name, fresh=True)
+        if not found.available:
+            raise Unavailable("runner_unavailable", f"the {name} runner is unavailable: {found.reason}")
+        return name
 
     def _record(self, user: str, app: App, job_inputs: Any, options: dict[str, Any], records: list[StoredFile],
-                tag: str | None, walltime: float) -> list[Job]:  # fmt: skip
+                tag: str | None, walltime: float, runner: str, parent_id: str | None = None) -> list[Job]:  # fmt: skip
         """Record the jobs PENDING with their folders in one transaction, then queue them: all of them or none."""
         jobs = [
             Job(
@@ -198,11 +207,13 @@ class JobService:
                 state="PENDING",
                 status="Job submitted and registered with success",
                 submit_date=now(),
-                cores=min(app.cores(options), self.cores.total),
+                cores=min(app.cores(options), self._capacity(runner)),
                 walltime=walltime,
                 attempts=0,
-                runner=self.runner.name,
+                runner=runner,
                 pid="",
+                stage="queued",
+                parent_id=parent_id,
             )
             for record in records
         ]
@@ -213,10 +224,10 @@ class JobService:
                 folder.mkdir(parents=True)
                 self._write_spec(job, record.filename_orig, record.summary)
                 if app.cores(options) > job.cores:
-                    self._log(
+                    self.log_line(
                         job, f"{app.cores(options)} cores asked for, {job.cores} available: running on {job.cores}"
                     )
-            with self._writing() as session:
+            with self.writing() as session:
                 session.add_all(jobs)
                 try:
                     session.flush()
@@ -232,8 +243,30 @@ class JobService:
                 ) from None
             raise
         for job in jobs:
-            self._queue(job)
-            log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app.name})
+            log.info("job submitted", extra={"action": "submitjob", "user": user, "job": job.id, "app": app.name,
+                                             "runner": runner})  # fmt: skip
+        self.engine.wake()
+        return jobs
+
+    def _capacity(self, runner: str) -> int:
+        """The most cores one job may hold on ``runner``: all of its capacity, or all of this machine's cores when the
+        runner's backend queues by itself."""
+        return self.engine.runners.get(runner).capacity() or self.settings.cores
+
+    def submit_children(self, parent: Job, children: list[Child]) -> list[Job]:
+        """Record the child jobs of ``parent`` PENDING on its runner, each checked as a submission of its own, all or
+        none; they run with its wall time and tag."""
+        made = []
+        for child in children:
+            app, options, _, runner = self._checked(child.app, child.job_inputs, parent.tag, parent.walltime,
+                                                    parent.runner)  # fmt: skip
+            record = self.files.get(parent.user, child.data_inputs)
+            app.check_input(record.summary, options, self.engine.target(app, runner))
+            made.append((app, child.job_inputs, options, record))
+        jobs = []
+        for app, job_inputs, options, record in made:
+            jobs += self._record(parent.user, app, job_inputs, options, [record], parent.tag, parent.walltime,
+                                 parent.runner, parent_id=parent.id)  # fmt: skip
         return jobs
 
     def _walltime(self, walltime: Any) -> float:
@@ -243,12 +276,6 @@ class JobService:
         if isinstance(walltime, bool) or not isinstance(walltime, (int, float)) or not 0 < walltime <= limit:
             raise InvalidRequest("invalid_walltime", f"walltime must be a number of seconds in (0, {limit:g}]")
         return float(walltime)
-
-    def _queue(self, job: Job) -> None:
-        task_id = self.enqueue(job.id)
-        with self.db.session() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(task_id=task_id))
-        job.task_id = task_id
 
     def get(self, user: str, job_id: str) -> Job:
         with self.db.session() as session:
@@ -273,6 +300,7 @@ class JobService:
             "exit_code": row["exit_code"],
             "elapsed_time": elapsed_time(row["state"], row["start_date"], row["end_date"]),
             "tag": row["tag"] or "",
+            "runner": row["runner"],
         }
 
     def list(
@@ -415,29 +443,9 @@ class JobService:
     # -- cancel and delete ----------------------------------------------------------------------------------
 
     def cancel(self, user: str, job_id: str) -> str:
-        """Cancel a pending job at once; stop a running one (SIGTERM, then SIGKILL after the grace period) and wait
-        for it to end. Returns the status message."""
-        job = self.get(user, job_id)
-        if job.state in TERMINAL_JOB_STATES:
-            return f"Job {job_id} already completed (state={job.state}), nothing to be canceled"
-        if job.state == "PENDING":
-            final = self._final("CANCELED", "Job canceled by user", -1)
-            self._log(job, "CANCELED: Job canceled by user")
-            self._package(job.id, final)
-            if self._finish_if_state(job.id, ("PENDING",), final):
-                if job.task_id:
-                    self.revoke(job.task_id)
-                return "Job canceled and status updated in DB"
-            # a worker claimed it meanwhile: stop it as a running job (its own tarball replaces this one)
-        with self._writing() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(status="cancel requested by user"))
-        self._cancel_requests.setdefault(job.id, threading.Event()).set()
-        deadline = time.monotonic() + self.settings.job_cancel_grace_seconds + 10
-        while time.monotonic() < deadline:
-            if self.get(user, job_id).state in TERMINAL_JOB_STATES:
-                return "Job canceled and status updated in DB"
-            time.sleep(0.05)
-        return "Job cancel requested; its processes are being stopped"
+        """Cancel a pending job at once; ask the engine to stop a running one (it is CANCELING until stopped).
+        Returns at once with the status message."""
+        return self.engine.cancel(user, job_id)
 
     def delete(self, user: str, job_id: str) -> None:
         """Remove a finished job: its folder is renamed aside, the row deleted, then the folder removed; a crash in
@@ -445,12 +453,16 @@ class JobService:
         job = self.get(user, job_id)
         if job.state in LIVE_JOB_STATES:
             raise Conflict("job_running", f"Job {job_id} is {job.state}: cancel it before deleting it")
+        with self.db.session() as session:
+            children = session.scalars(select(Job.id).where(Job.parent_id == job.id)).all()
+        for child in children:  # a parent's children are ended once it has ended
+            self.delete(user, child)
         folder = self.folder(job)
         trash = folder.with_name(f".trash-{job.id}")
         if folder.exists():
             folder.rename(trash)
         try:
-            with self._writing() as session:
+            with self.writing() as session:
                 session.execute(Job.__table__.delete().where(Job.id == job.id))
         except BaseException:
             if trash.exists():
@@ -462,225 +474,83 @@ class JobService:
             copy.unlink(missing_ok=True)  # the viewer's copies of its maps
         log.info("job deleted", extra={"action": "deletejob", "user": user, "job": job_id})
 
-    # -- execution (queue worker threads) ---------------------------------------------------------------------
+    # -- what the engine asks: a job's input, its products, its end -----------------------------------------
 
-    def run(self, job_id: str) -> None:
-        """The queue task: wait for cores, claim the job, run its steps, collect products, end in a final state."""
-        with self.db.session() as session:
-            job = session.get(Job, job_id)
-        if job is None or job.state != "PENDING":
-            return  # cancelled or deleted while queued
-        cancel = self._cancel_requests.setdefault(job.id, threading.Event())
-
-        def give_up() -> bool:
-            return self._stopping.is_set() or cancel.is_set() or self._state(job_id) != "PENDING"
-
-        try:
-            if self.cores.acquire(job.cores, give_up):
-                try:
-                    if self._claim(job):
-                        self._execute(job, cancel)
-                finally:
-                    self.cores.release(job.cores)
-        except Exception as exc:  # a bug must still end the job, with the reason in its status and the log
-            log.exception("job crashed", extra={"job": job_id})
-            self._log(job, f"internal error: {exc!r}")
-            self._end(job, "FAILURE", f"internal error of the appliance: {exc}", None)
-        finally:
-            self._cancel_requests.pop(job.id, None)
-
-    def _claim(self, job: Job) -> bool:
-        with self._writing() as session:
-            claimed = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.state == "PENDING")
-                .values(
-                    state="STARTED",
-                    status="preparing the input image",
-                    start_date=now(),
-                    attempts=Job.attempts + 1,
-                    end_date=None,
-                    exit_code=None,
-                )
-            ).rowcount
-        if claimed:
-            job.attempts += 1
-            job.start_date = now()
-        return bool(claimed)
-
-    def _execute(self, job: Job, cancel: threading.Event) -> None:
-        app = self.apps.get(job.app)
+    def job_input(self, job: Job, app: App, summary: dict[str, Any], target: Target) -> JobInput:
         folder = self.folder(job)
-        folder.mkdir(parents=True, exist_ok=True)
-        job_log = folder / JOB_LOG
-        self._log(job, f"attempt {job.attempts}: {job.app} with {json.dumps(job.options, sort_keys=True)}")
-        try:
-            record = self.files.get(job.user, job.data_inputs)
-            summary = record.summary
-            notes = prepare_image(
-                self.files.path(record),
-                summary["hdu"],
-                folder / INPUT_IMAGE,
-                beam_override=app.beam_override(job.options),
-                beam_fallback=app.beam_fallback(job.options),
-                reads_pv_terms=app.reads_pv_terms,
-            )
-            for note in notes:
-                self._log(job, f"input: {note}")
-            job_input = JobInput(
-                image=folder / INPUT_IMAGE,
-                summary=summary,
-                options=job.options,
-                workdir=folder,
-                log=job_log,
-                cores=job.cores,
-            )
-            steps = app.steps(job_input)
-        except ApplianceError as exc:
-            self._log(job, f"input refused: {exc.message}")
-            self._end(job, "FAILURE", f"the input could not be prepared: {exc.message}", None)
-            return
-        deadline = time.monotonic() + job.walltime
-        env = {f"{name}_NUM_THREADS": str(job.cores) for name in ("OMP", "OPENBLAS", "MKL")}
-        env["MPLBACKEND"] = "Agg"
-        for number, spec in enumerate(steps, 1):
-            spec = replace(spec, env={**env, **spec.env})
-            self._log(job, f"step {number}/{len(steps)} {spec.name}: {' '.join(spec.argv)}")
-            started = time.monotonic()
-            handle = self.runner.submit(spec)
-            self._running(job, handle, f"running {spec.name} (step {number} of {len(steps)})")
-            code, reason = self._wait(handle, deadline, cancel)
-            seconds = time.monotonic() - started
-            self._log(
-                job,
-                f"step {number} ended with exit code {code} after {seconds:.2f} s" + (f" ({reason})" if reason else ""),
-            )
-            self._record_step(
-                job,
-                {
-                    "name": spec.name,
-                    "argv": spec.argv,
-                    "exit_code": code,
-                    "seconds": round(seconds, 3),
-                    **self.runner.resources(handle),
-                },
-            )
-            if reason == "stopping":
-                self._interrupted(job, "the appliance was shut down while it ran")
-                return
-            if reason == "canceled":
-                self._end(job, "CANCELED", "Job canceled by user", -1 if code is None else code)
-                return
-            if reason == "timed-out":
-                self._end(job, "TIMED-OUT", f"wall-time limit of {job.walltime:g} s reached", 124)
-                return
-            if code != 0:
-                self._end(job, "FAILURE", f"{spec.name} failed with exit code {code}; see the job log", code)
-                return
-        self._collect(job, app, job_input)
+        return JobInput(image=folder / INPUT_IMAGE, summary=summary, options=job.options, workdir=folder,
+                        log=folder / JOB_LOG, cores=job.cores, target=target)  # fmt: skip
 
-    def _collect(self, job: Job, app: Any, job_input: JobInput) -> None:
-        with self._writing() as session:
-            session.execute(update(Job).where(Job.id == job.id).values(status="writing the catalogs"))
+    def collect(self, job: Job) -> None:
+        """The finder's files of a job whose steps succeeded become its products; then it ends SUCCESS."""
+        app = self.apps.get(job.app)
+        try:
+            summary = self.files.get(job.user, job.data_inputs).summary
+        except NotFound:
+            summary = json.loads((self.folder(job) / JOB_SPEC).read_text()).get("input_summary", {})
+        job_input = self.job_input(job, app, summary, self.engine.target(app, job.runner))
         try:
             catalog = app.collect(job_input)
             with fits.open(job_input.image, memmap=True) as image:
                 catalog, footprint = check_footprint(catalog, image[0].data, job.options.get("drop_outside", True))
             if footprint:
-                self._log(job, footprint)
+                self.log_line(job, footprint)
             write_products(catalog, job_input.workdir, job_input.image, f"{job.app} {job.id[:8]}")
             if app.fits_gaussians:
                 write_residual(job_input.image, catalog.components, job_input.workdir / RESIDUAL)
         except Exception as exc:  # the finder's files could not be read: the run failed, not the appliance
             log.exception("collecting products failed", extra={"job": job.id})
-            self._log(job, f"reading the finder's outputs failed: {exc!r}")
-            self._end(job, "FAILURE", f"the finder's outputs could not be read: {exc}", 0)
+            self.log_line(job, f"reading the finder's outputs failed: {exc!r}")
+            self.end(job, "FAILURE", f"the finder's outputs could not be read: {exc}", 0)
             return
-        self._log(job, f"catalogs: {len(catalog.islands)} islands, {len(catalog.components)} components")
-        self._end(
+        self.log_line(job, f"catalogs: {len(catalog.islands)} islands, {len(catalog.components)} components")
+        self.end(
             job, "SUCCESS", f"Job completed: {len(catalog.islands)} islands, {len(catalog.components)} components", 0
         )
 
-    def _wait(self, handle: Handle, deadline: float, cancel: threading.Event) -> tuple[int | None, str | None]:
-        """Poll until the step ends; on cancel, time-out or shutdown stop it first. Returns (exit code, reason)."""
-        while True:
-            code = self.runner.poll(handle)
-            if code is not None:
-                return code, None
-            for reason, happened in (
-                ("stopping", self._stopping.is_set()),
-                ("canceled", cancel.is_set()),
-                ("timed-out", time.monotonic() > deadline),
-            ):
-                if happened:
-                    grace = 2.0 if reason == "stopping" else self.settings.job_cancel_grace_seconds
-                    return self._stop(handle, grace), reason
-            cancel.wait(_POLL_SECONDS)
-
-    def _stop(self, handle: Handle, grace: float) -> int | None:
-        self.runner.cancel(handle)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            code = self.runner.poll(handle)
-            if code is not None:
-                return code
-            time.sleep(_POLL_SECONDS)
-        self.runner.kill(handle)
-        for _ in range(100):
-            code = self.runner.poll(handle)
-            if code is not None:
-                return code
-            time.sleep(_POLL_SECONDS)
-        return None
-
-    def _running(self, job: Job, handle: Handle, status: str) -> None:
-        with self._writing() as session:
-            session.execute(
-                update(Job)
-                .where(Job.id == job.id)
-                .values(
-                    state="RUNNING", status=status, handle={"runner": handle.runner, **handle.data}, pid=handle.label
-                )
-            )
-
-    def _interrupted(self, job: Job, why: str) -> None:
+    def interrupted(self, job: Job, why: str) -> None:
         """The job could not finish because the appliance stopped: run it again, unless that already happened."""
         if job.attempts >= MAX_ATTEMPTS:
-            self._end(job, "FAILURE", f"interrupted twice ({why}); submit it again", None)
+            self.end(job, "FAILURE", f"interrupted twice ({why}); submit it again", None)
             return
-        with self._writing() as session:
+        with self.writing() as session:
             session.execute(
                 update(Job)
                 .where(Job.id == job.id)
                 .values(
                     state="PENDING",
+                    stage="queued",
                     handle=None,
                     pid="",
+                    stop_reason=None,
+                    cancel_requested_at=None,
+                    deadline=None,
                     status=f"re-queued: {why} (attempt {job.attempts} of {MAX_ATTEMPTS} interrupted)",
                 )
             )
-        self._log(job, f"interrupted: {why}; it will run again")
+        self.log_line(job, f"interrupted: {why}; it will run again")
 
-    def _end(self, job: Job, state: str, status: str, exit_code: int | None) -> None:
+    def end(self, job: Job, state: str, status: str, exit_code: int | None) -> None:
         """Write the log line, job.json and the tarball, and only then record the final state: a client that sees a
         job ended finds all its outputs."""
-        final = self._final(state, status, exit_code)
-        self._log(job, f"{state}: {status}")
-        self._package(job.id, final)
-        self._finish_if_state(job.id, LIVE_JOB_STATES, final)
+        final = self.final(state, status, exit_code)
+        self.log_line(job, f"{state}: {status}")
+        self.package(job.id, final)
+        self.finish_if_state(job.id, LIVE_JOB_STATES, final)
         log.info("job ended", extra={"action": "jobend", "user": job.user, "job": job.id, "state": state})
 
     @staticmethod
-    def _final(state: str, status: str, exit_code: int | None) -> dict[str, Any]:
-        return {"state": state, "status": status, "exit_code": exit_code, "end_date": now(), "handle": None}
+    def final(state: str, status: str, exit_code: int | None) -> dict[str, Any]:
+        return {"state": state, "status": status, "exit_code": exit_code, "end_date": now(), "handle": None,
+                "stage": "ended"}  # fmt: skip
 
-    def _finish_if_state(self, job_id: str, states: tuple[str, ...], final: dict[str, Any]) -> bool:
-        with self._writing() as session:
+    def finish_if_state(self, job_id: str, states: tuple[str, ...], final: dict[str, Any]) -> bool:
+        with self.writing() as session:
             return bool(
                 session.execute(update(Job).where(Job.id == job_id, Job.state.in_(states)).values(**final)).rowcount
             )
 
-    def _package(self, job_id: str, final: dict[str, Any]) -> None:
+    def package(self, job_id: str, final: dict[str, Any]) -> None:
         """job.json with the final state, then the tarball of the folder (the prepared input copy left out)."""
         with self.db.session() as session:
             job = session.get(Job, job_id)
@@ -717,14 +587,14 @@ class JobService:
             spec["input_summary"] = summary
         path.write_text(json.dumps(spec, indent=2, default=str))
 
-    def _record_step(self, job: Job, step: dict[str, Any]) -> None:
+    def record_step(self, job: Job, step: dict[str, Any]) -> None:
         """job.json lists each step run by this attempt: what, exit code, seconds."""
         path = self.folder(job) / JOB_SPEC
         spec = json.loads(path.read_text()) if path.exists() else job_document(job)
         spec["steps"] = [*spec.get("steps", []), {"attempt": job.attempts, **step}]
         path.write_text(json.dumps(spec, indent=2, default=str))
 
-    def _log(self, job: Job, message: str) -> None:
+    def log_line(self, job: Job, message: str) -> None:
         folder = self.folder(job)
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / JOB_LOG).open("a") as f:
@@ -736,26 +606,10 @@ class JobService:
 
     # -- lifecycle -------------------------------------------------------------------------------------------
 
-    def recover(self, pending_task_ids: set[str]) -> dict[str, int]:
-        """At start, before the queue runs: stop what a killed appliance left running and run it again (once),
-        queue pending jobs whose queue task was lost, and remove half-deleted job folders."""
-        counts = {"orphans_killed": 0, "requeued": 0, "failed": 0, "enqueued": 0, "folders_removed": 0}
-        with self.db.session() as session:
-            interrupted = session.scalars(select(Job).where(Job.state.in_(("STARTED", "RUNNING")))).all()
-        for job in interrupted:
-            if job.handle and job.handle.get("runner") == self.runner.name:
-                data = {k: v for k, v in job.handle.items() if k != "runner"}
-                if self.runner.reap_orphan(Handle(self.runner.name, data)):
-                    counts["orphans_killed"] += 1
-                    self._log(job, f"killed the job's processes left running by the stopped appliance ({job.pid})")
-            self._interrupted(job, "the appliance stopped while it ran")
-            counts["failed" if job.attempts >= MAX_ATTEMPTS else "requeued"] += 1
-        with self.db.session() as session:
-            pending = session.scalars(select(Job).where(Job.state == "PENDING")).all()
-        for job in pending:
-            if job.task_id not in pending_task_ids:
-                self._queue(job)
-                counts["enqueued"] += 1
+    def recover(self) -> dict[str, int]:
+        """At start, before the engine runs: follow again what durable runners still run, stop the rest and run it
+        again (once), and remove half-deleted job folders."""
+        counts = self.engine.recover()
         counts["folders_removed"] = self._remove_stray_folders()
         if any(counts.values()):
             log.warning("recovered jobs after an interrupted run", extra={"action": "recover", **counts})
@@ -773,20 +627,19 @@ class JobService:
                 removed += 1
         return removed
 
-    def start(self) -> None:
+    def start(self, monitor: bool = True) -> None:
         self.settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self._stopping.clear()
+        self.engine.start(monitor)
 
     @property
     def stopping(self) -> bool:
-        return self._stopping.is_set()
+        return self.engine.stopping
 
     def stop(self) -> None:
-        """Stop running jobs (they are re-queued for the next start) so that the queue can stop; end live streams."""
-        self._stopping.set()
+        """Stop the engine (local runs are stopped and run again at the next start, durable ones go on); end live
+        streams."""
+        self.engine.stop()
         self.changes.close()
-        for event in list(self._cancel_requests.values()):
-            event.set()  # wake waiting workers; _wait checks the stop flag first
 
 
 def job_document(job: Job) -> dict[str, Any]:
@@ -807,6 +660,8 @@ def job_document(job: Job) -> dict[str, Any]:
         "end_date": job.end_date.isoformat() if job.end_date else None,
         "options": job.options,
         "cores": job.cores,
+        "runner": job.runner,
+        "parent_id": job.parent_id,
     }
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -90,11 +91,51 @@ class Job(Base):
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # the runner's handle of the step running now
     pid: Mapped[str] = mapped_column(String(64), default="")
     task_id: Mapped[str | None] = mapped_column(String(64))  # the queue task that will run it
+    # where it is in its life (the engine's, finer than the state): queued, prepare, run, children, collect, ended
+    stage: Mapped[str] = mapped_column(String(16), default="queued")
+    deadline: Mapped[datetime | None] = mapped_column(UTCDateTime)  # start + wall time: stopped TIMED-OUT past it
+    cancel_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stop_reason: Mapped[str | None] = mapped_column(String(16))  # why the engine stopped its step: canceled, timed-out
+    # the job it is part of (a tile's mosaic); not a foreign key: SQLite adds one only by copying the table, which
+    # would delete every comparison through their cascade. Deleting a parent deletes its children (JobService.delete)
+    parent_id: Mapped[str | None] = mapped_column(String(36))
 
     __table_args__ = (
         Index("ix_jobs_user_submit", "user", "submit_date"),
         Index("ix_jobs_file_state", "file_uuid", "state"),
         Index("ix_jobs_state", "state"),
+        Index("ix_jobs_parent", "parent_id"),
+    )
+
+
+class Step(Base):
+    """One command of one attempt of a job, as a runner runs it: its spec, the runner's handle, and how it went."""
+
+    __tablename__ = "steps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    number: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(128))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # runners.RunSpec.to_json()
+    runner: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # waiting, queued, running, ended, lost
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    label: Mapped[str] = mapped_column(String(128), default="")  # the handle's label: a pid, a container
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(128))
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    submitted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    term_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    kill_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    log_offset: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes of its output copied to the job log
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", "number"),
+        Index("ix_steps_runner_state", "runner", "state"),
     )
 
 
@@ -133,5 +174,6 @@ class IdempotencyKey(Base):
     __table_args__ = (Index("ix_idempotency_keys_created", "created"),)
 
 
-LIVE_JOB_STATES = ("PENDING", "STARTED", "RUNNING")
+LIVE_JOB_STATES = ("PENDING", "STARTED", "RUNNING", "CANCELING")
+ACTIVE_STEP_STATES = ("queued", "running")
 TERMINAL_JOB_STATES = ("SUCCESS", "FAILURE", "TIMED-OUT", "CANCELED", "ABORTED")

@@ -1,7 +1,9 @@
 """The job queue: a SqliteHuey at <home>/queue.db whose consumer runs in threads of this process.
 
-One task exists, ``run_job(job_id)``; the jobs table holds every job's state, the queue only which job to run next.
-Workers sleep at most ``queue_poll_seconds`` but are woken at once when this process enqueues a job."""
+Its tasks are the job engine's short pieces of work that take more than a moment (preparing a job's input image,
+writing its catalogs): the jobs and steps tables hold every job's state, the queue only what to do next, so a task
+lost in a crash is queued again from the tables. Workers sleep at most ``queue_poll_seconds`` but are woken at once
+when this process enqueues a task."""
 
 from __future__ import annotations
 
@@ -18,17 +20,10 @@ log = logging.getLogger(__name__)
 
 
 class PromptWorker(Worker):
-    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag, and taking nothing
-    while the queue is paused."""
+    """huey's worker, sleeping on the queue's wake-up event instead of only on its stop flag. A paused queue still
+    runs its tasks (the jobs already started go on to their end); the engine starts no new job meanwhile."""
 
     wakeup: threading.Event
-    paused: threading.Event
-
-    def loop(self, now=None):  # type: ignore[no-untyped-def]
-        if self.paused.is_set():
-            self.sleep()
-            return
-        super().loop(now)
 
     def sleep(self) -> None:
         self.delay = min(self.delay, self.max_delay)
@@ -45,16 +40,14 @@ class InProcessConsumer(Consumer):
 
     worker_class = PromptWorker
 
-    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, paused: threading.Event, **kwargs: object) -> None:
+    def __init__(self, huey: SqliteHuey, wakeup: threading.Event, **kwargs: object) -> None:
         self.wakeup = wakeup
-        self.paused = paused
         super().__init__(huey, **kwargs)
         self.started = threading.Event()
 
     def _create_worker(self) -> Worker:
         worker = super()._create_worker()
         worker.wakeup = self.wakeup
-        worker.paused = self.paused
         return worker
 
     def start(self) -> None:
@@ -66,11 +59,15 @@ class InProcessConsumer(Consumer):
 
 
 class JobQueue:
-    def __init__(self, settings: Settings, run_job: Callable[[str], None], workers: int) -> None:
+    def __init__(
+        self, settings: Settings, tasks: dict[str, Callable[[str], None]], workers: int, immediate: bool = False
+    ) -> None:
         self.settings = settings
         self.workers = workers
-        self.huey = SqliteHuey("caesar-appliance", filename=str(settings.queue_path), results=False)
-        self._run_job = self.huey.task(name="run_job")(run_job)
+        # immediate: a task runs in the thread that enqueues it (tests that step the engine themselves)
+        self.huey = SqliteHuey("caesar-appliance", filename=str(settings.queue_path), results=False,
+                               immediate=immediate, immediate_use_memory=False)  # fmt: skip
+        self._tasks = {name: self.huey.task(name=name)(function) for name, function in tasks.items()}
         self._wakeup = threading.Event()
         self._paused = threading.Event()
         self._consumer: InProcessConsumer | None = None
@@ -80,12 +77,10 @@ class JobQueue:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def enqueue(self, job_id: str) -> str:
-        """Queue ``job_id`` and wake a worker; returns the queue task id."""
-        task = self._run_job.s(job_id)
-        self.huey.enqueue(task)
+    def enqueue(self, name: str, job_id: str) -> None:
+        """Queue the task ``name`` of ``job_id`` and wake a worker."""
+        self.huey.enqueue(self._tasks[name].s(job_id))
         self._wakeup.set()
-        return task.id
 
     @property
     def paused(self) -> bool:
@@ -101,17 +96,14 @@ class JobQueue:
         self._wakeup.set()
         log.info("queue resumed", extra={"action": "resume"})
 
-    def revoke(self, task_id: str) -> None:
-        self.huey.revoke_by_id(task_id, revoke_once=True)
-
-    def pending_task_ids(self) -> set[str]:
-        return {task.id for task in self.huey.pending()}
+    def forget(self) -> None:
+        """Drop the tasks a stopped appliance left queued: the engine queues again what the tables say is due."""
+        self.huey.flush()
 
     def start(self) -> None:
         self._consumer = InProcessConsumer(
             self.huey,
             self._wakeup,
-            self._paused,
             workers=self.workers,
             worker_type="thread",
             initial_delay=0.05,

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-BENCHMARKS = ["transfer", "jobs", "api", "science", "viewer", "bundle", "fuzz"]
+BENCHMARKS = ["transfer", "jobs", "engine", "containers", "api", "science", "viewer", "bundle", "fuzz"]
 
 
 def main() -> int:

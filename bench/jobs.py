@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from appliance.apps import tool_argv
 from appliance.testing import ServerProcess, make_sky
+from runners.local import appliance_command
 
 LATENCY_RUNS = 20
 OVERHEAD_RUNS = 5
@@ -58,7 +58,7 @@ def submit(http: httpx.Client, file_uuid: str, options: dict) -> str:
 
 def wait(http: httpx.Client, job_id: str, states: tuple[str, ...], poll: float = 0.02) -> dict:
     while (status := http.get(f"/job/{job_id}/status").json())["state"] not in states:
-        if status["state"] in ("SUCCESS", "FAILURE", "TIMED-OUT", "CANCELED"):
+        if status["state"] in ("SUCCESS", "FAILURE", "TIMED-OUT", "CANCELED") and status["state"] not in states:
             raise RuntimeError(f"job {job_id} ended {status['state']}: {status['status']}")
         time.sleep(poll)
     return status
@@ -72,7 +72,9 @@ def latency(http: httpx.Client, file_uuid: str, work: Path) -> None:
         wait(http, job_id, ("RUNNING",), poll=0.001)
         samples.append(time.perf_counter() - start)
         http.post(f"/job/{job_id}/cancel")
-    argv = tool_argv("BANE", "--cores", "1", "--grid", "20", "20", "--box", "100", "100", "tiny.fits")
+        wait(http, job_id, ("CANCELED",))  # the queue is idle again for the next one
+    argv = [*appliance_command(), "tool", "BANE", "--cores", "1", "--grid", "20", "20", "--box", "100", "100",
+            "tiny.fits"]  # fmt: skip
     spawns = []
     for _ in range(LATENCY_RUNS):
         start = time.perf_counter()

@@ -22,6 +22,10 @@ SHARED_DATA = Path(os.environ.get("CAESAR_APPLIANCE_TEST_DATA", REPO.parent / "s
 @pytest.fixture
 def shared_data() -> Path:
     """The real radio images and caesar outputs kept outside the repository (present here and in CI)."""
+    return find_shared_data()
+
+
+def find_shared_data() -> Path:
     if not (SHARED_DATA / "ScorpioS17Field.fits").is_file():
         pytest.skip(
             f"real test data not found at {SHARED_DATA}: it lives beside the repository (../shared/data) and is not "
@@ -110,7 +114,7 @@ def image(tmp_path: Path) -> Path:
 
 
 API = "/caesar/api/v1.0"
-LIVE = ("PENDING", "STARTED", "RUNNING")
+LIVE = ("PENDING", "STARTED", "RUNNING", "CANCELING")
 
 
 def upload_file(client, path: Path) -> str:
@@ -142,9 +146,10 @@ def sky(tmp_path_factory: pytest.TempPathFactory):
     return path, truth
 
 
-def api_client(settings: Settings) -> TestClient:
-    """An in-process client on its own appliance; use as a context manager."""
-    appliance = Appliance(settings)
+def api_client(settings: Settings, **appliance_options: object) -> TestClient:
+    """An in-process client on its own appliance (``appliance_options``: given runners, a clock, no monitor); use as
+    a context manager."""
+    appliance = Appliance(settings, **appliance_options)
     test_client = TestClient(create_app(appliance), base_url="http://127.0.0.1:8765")
     test_client.headers["Authorization"] = f"Bearer {appliance.access.api_token}"
     test_client.appliance = appliance  # type: ignore[attr-defined]
@@ -236,3 +241,65 @@ def published_catalog(image: Path, truth, drop: int = 3, extra: int = 2):
         "only_b": np.column_stack([made_up.ra.deg, made_up.dec.deg]),
     }
     return table, where, 1
+
+
+@pytest.fixture(scope="session")
+def container_engine() -> Iterator[dict[str, str]]:
+    """A rootful podman on the tests' own storage, with the Debian base image; its variables set for the session.
+    Skips when it cannot be had here (not root, podman not installable)."""
+    from tests import containers
+
+    try:
+        env = containers.prepare_podman()
+    except containers.EngineUnavailable as exc:
+        pytest.skip(f"no container engine for these tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        containers.remove_containers()
+        containers.build_base_image()
+        yield env
+        containers.remove_containers()
+
+
+@pytest.fixture(scope="session")
+def finders_image(container_engine: dict[str, str]) -> str:
+    """caesar-appliance-finders:<version> (./manage image), built on the tests' Debian base when missing or stale."""
+    from tests import containers
+
+    return containers.finders_image()
+
+
+@pytest.fixture(scope="session")
+def caesar_replay_image(container_engine: dict[str, str]) -> str:
+    """FindSource replaying the recorded caesar runs of the shared data (tests/images/caesar-replay)."""
+    from tests import containers
+
+    return containers.caesar_replay_image(find_shared_data())
+
+
+@pytest.fixture(scope="session")
+def cutex_image(finders_image: str) -> str:
+    """A CuTEx stand-in after caesar-rest's job-image contract (tests/images/cutex-curvature)."""
+    from tests import containers
+
+    return containers.cutex_image(finders_image)
+
+
+@pytest.fixture(scope="session")
+def docker_engine(container_engine: dict[str, str]) -> Iterator[str]:
+    """Debian's dockerd, started for the session on its own socket (DOCKER_HOST set) and stopped after, with the
+    Debian base image copied in from podman."""
+    from tests import containers
+
+    try:
+        daemon = containers.start_dockerd()
+    except containers.EngineUnavailable as exc:
+        pytest.skip(f"no docker daemon for these tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DOCKER_HOST", containers.DOCKER_HOST)
+        patch.setenv("DOCKER_BUILDKIT", "0")  # the 28.x client here has no buildx
+        containers.remove_docker_containers()
+        yield containers.DOCKER_HOST
+        containers.remove_docker_containers()
+        containers.stop_dockerd(daemon)

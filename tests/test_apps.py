@@ -6,7 +6,7 @@ import pytest
 
 from appliance.apps.options import Choice, Flag, OptionSchema, Value
 from appliance.errors import InvalidOptions
-from tests.conftest import API, upload_file, write_image
+from tests.conftest import API, api_client, make_settings, upload_file, write_image
 
 SCHEMA = OptionSchema(
     [
@@ -109,8 +109,11 @@ def test_apps_and_describe_routes(client):
     assert aegean["bkgbox"]["default"] == 100 and aegean["mergethr"]["default"] == 2.6
     assert client.get(f"{API}/app/nope/describe").status_code == 404
     assert client.get(f"{API}/app/pybdsf").json()["options"]["seedthr"]["default"] == 5.0
-    for name, image in (("cutex", "sriggi/cutex-job"), ("mrcnn", "sriggi/mrcnn-detect")):
-        assert body["details"][name]["available"] is False and image in body["details"][name]["reason"]
+    for name, image in (("cutex", "sriggi/cutex-job:latest"), ("mrcnn", "sriggi/mrcnn-detect:latest")):
+        detail = body["details"][name]
+        assert detail["runner"] == "container" and detail["image"] == image and detail["available"] is False
+        assert "runs only in its container image" in detail["runners"]["local"]["reason"]
+    assert body["details"]["aegean"]["runner"] == "local" and body["details"]["aegean"]["runners"]["local"]["available"]
     assert set(client.get(f"{API}/app/cutex/describe").json()) == {
         "seedthr",
         "npixmin",
@@ -122,11 +125,22 @@ def test_apps_and_describe_routes(client):
     assert client.get(f"{API}/app/mrcnn/describe").json()["scoreThr"]["category"] == "DETECT"
 
 
-def test_container_apps_are_refused_until_a_container_runner_exists(client, image):
-    file_uuid = upload_file(client, image)
-    for app in ("cutex", "mrcnn"):
-        reply = client.post(f"{API}/job", json={"app": app, "data_inputs": file_uuid})
-        assert reply.status_code == 422 and reply.json()["error"] == "app_unavailable"
+def test_container_apps_are_refused_without_a_container_engine_and_on_the_local_runner(tmp_path, image):
+    settings = make_settings(tmp_path / "home")
+    runners = {**settings.runners, "container": {**settings.runners["container"], "binary": str(tmp_path / "podman")}}
+    with api_client(settings.replace(runners=runners)) as client:
+        file_uuid = upload_file(client, image)
+        listed = {r["name"]: r for r in client.get(f"{API}/runners").json()}
+        assert listed["container"]["available"] is False and listed["container"]["reason"]
+        assert listed["local"]["available"] and listed["local"]["default"]
+        for app in ("cutex", "mrcnn"):
+            reply = client.post(f"{API}/job", json={"app": app, "data_inputs": file_uuid})
+            assert reply.status_code == 422 and reply.json()["error"] == "runner_unavailable"
+            assert reply.json()["status"].startswith("the container runner is unavailable: ")
+            reply = client.post(f"{API}/job", json={"app": app, "data_inputs": file_uuid, "runner": "local"})
+            assert reply.status_code == 422 and reply.json()["error"] == "app_unavailable"
+            assert "runs only in its container image" in reply.json()["status"]
+        assert client.get(f"{API}/jobs").json() == []
 
 
 @pytest.mark.parametrize(

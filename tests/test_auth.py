@@ -104,6 +104,7 @@ def test_a_session_cannot_be_used_from_another_origin(client, image):
     # scripts keep caesar-rest's GET forms: the token is proof enough, wherever the request comes from
     bearer = {**foreign, "Authorization": f"Bearer {client.appliance.access.api_token}"}
     assert client.get(f"{API}/job/{job_id}/cancel", headers=bearer).status_code == 200
+    wait_for_job(client, job_id, timeout=30)
     own = client.post(f"/files/{file_uuid}/delete", headers={"Origin": "http://127.0.0.1:8765"}, follow_redirects=False)
     assert own.status_code == 303
     assert client.get(f"{API}/file/{file_uuid}").status_code == 404

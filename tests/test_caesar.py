@@ -136,8 +136,8 @@ def test_the_setting_points_at_an_installation_that_runs(tmp_path):
     # MPI: the step says what runs, and Open MPI is allowed to start as root
     job = JobInput(tmp_path / "input.fits", {}, Caesar.schema.validate({"nproc": 2}), tmp_path, tmp_path / "log", 2)
     (step,) = caesar.steps(job)
-    assert step.name == "mpirun FindSourceMPI" and step.argv[:3] == ["mpirun", "-np", "2"]
-    assert step.argv[3] == str(findsource.with_name("FindSourceMPI"))
+    assert step.name == "mpirun FindSourceMPI" and step.command[:3] == ["mpirun", "-np", "2"]
+    assert step.command[3] == str(findsource.with_name("FindSourceMPI"))
     assert (step.env.get("OMPI_ALLOW_RUN_AS_ROOT") == "1") == (os.geteuid() == 0)
 
     # a binary that is there but cannot run (no ROOT libraries) is not available, and the reason is said

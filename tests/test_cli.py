@@ -202,7 +202,11 @@ def test_sigkill_mid_job_then_restart_ends_the_job_with_no_orphan(tmp_path, slow
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             assert status["pid"] != str(finder)
-            assert http.post(f"/job/{job_id}/cancel").json()["state"] == "CANCELED"
+            assert http.post(f"/job/{job_id}/cancel").json()["state"] == "CANCELING"
+            deadline = time.monotonic() + 30
+            while http.get(f"/job/{job_id}/status").json()["state"] != "CANCELED":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
             assert group_members(int(status["pid"])) == []
             assert http.get(f"/job/{job_id}/output").status_code == 200
         assert second.stop() == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from appliance.config import DEFAULTS_FILE, Settings, load_settings
+from appliance.config import DEFAULTS_FILE, TABLES_OF_TABLES, Settings, load_settings
 from appliance.errors import ConfigError
 from tests.conftest import REPO
 
@@ -19,6 +19,11 @@ def test_appliance_toml_documents_every_setting_with_a_comment():
     assert set(defaults) == {f.name for f in dataclasses.fields(Settings)}
     lines = DEFAULTS_FILE.read_text().splitlines()
     for key in defaults:
+        if key in TABLES_OF_TABLES:  # [runners.<name>], [apps.<name>]: each table explained
+            for name in defaults[key]:
+                index = lines.index(f"[{key}.{name}]")
+                assert lines[index - 1].startswith("#"), f"[{key}.{name}] is not explained by a comment"
+            continue
         index = next(i for i, line in enumerate(lines) if line.startswith(f"{key} ="))
         while index > 0 and "=" in lines[index - 1] and not lines[index - 1].startswith("#"):
             index -= 1  # keys grouped under one comment

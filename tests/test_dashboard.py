@@ -355,7 +355,11 @@ def test_a_page_on_another_port_cannot_act_through_the_session(browser, server, 
             context.close()
             other.shutdown()
         cancel = http.get(f"{API}/job/{job_id}/cancel")  # caesar-rest's GET form, with the token
-        assert cancel.status_code == 200 and cancel.json()["state"] == "CANCELED"
+        assert cancel.status_code == 200 and cancel.json()["state"] in ("CANCELING", "CANCELED")
+        deadline = time.monotonic() + 30
+        while http.get(f"{API}/job/{job_id}/status").json()["state"] != "CANCELED":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         assert http.get(f"{API}/delete/{file_uuid}").status_code == 200
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 
 from appliance.models import Job, StoredFile
 from appliance.testing import ServerProcess
-from tests.conftest import api_client, make_settings, write_image
+from tests.conftest import api_client, make_settings, wait_for_job, write_image
 
 API = "/caesar/api/v1.0"
 
@@ -416,6 +416,7 @@ def test_a_full_disk_is_refused_with_507_and_nothing_is_lost(small_disk, image):
         file_uuid = upload(client, image).json()["uuid"]
         kept = client.post(f"{API}/job", json={"app": "aegean", "data_inputs": file_uuid}).json()["job_id"]
         client.post(f"{API}/job/{kept}/cancel")
+        wait_for_job(client, kept, timeout=30)
         jobs_dir = client.appliance.settings.jobs_dir
         folders = sorted(jobs_dir.rglob("job_*"))
         filler = fill(small_disk)

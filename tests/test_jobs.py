@@ -14,12 +14,12 @@ import numpy as np
 import psutil
 import pytest
 from astropy.io import fits
-from sqlalchemy import update
+from sqlalchemy import delete, update
 
 from appliance.core import Appliance
 from appliance.errors import NotFound
 from appliance.jobs import job_document, now
-from appliance.models import Job
+from appliance.models import Job, Step
 from runners import Handle, RunSpec
 from runners.local import LocalRunner
 from tests.conftest import API, LONG_JOB, api_client, group_members, make_settings, upload_file, wait_for_job
@@ -50,10 +50,12 @@ def test_cancel_stops_every_process_of_a_running_job(client, slow_sky):
     job_id = submit(client, upload_file(client, slow_sky), job_inputs=LONG_JOB)
     pid = running_pid(client, job_id)
     assert group_members(pid, timeout=0)
+    begun = time.monotonic()
     reply = client.post(f"{API}/job/{job_id}/cancel")
-    assert reply.status_code == 200 and reply.json()["state"] == "CANCELED"
+    assert time.monotonic() - begun < 1
+    assert reply.status_code == 200 and reply.json()["state"] == "CANCELING"
+    status = wait_for_job(client, job_id, timeout=30)
     assert group_members(pid) == []
-    status = client.get(f"{API}/job/{job_id}/status").json()
     assert status["state"] == "CANCELED" and status["status"] == "Job canceled by user"
     assert {"job.log", "job.json"} <= tarball_names(client, job_id)
     assert "already completed" in client.get(f"{API}/job/{job_id}/cancel").json()["status"]
@@ -148,7 +150,7 @@ def test_pending_jobs_wait_for_cores_report_202_and_cancel_at_once(tmp_path, slo
         assert conflict.status_code == 409 and conflict.json()["error"] == "job_running"
         for job_id in [first, *waiting[1:]]:
             client.post(f"{API}/job/{job_id}/cancel")
-        assert {j["state"] for j in client.get(f"{API}/jobs").json()} == {"CANCELED"}
+        assert {wait_for_job(client, j, timeout=30)["state"] for j in [first, *waiting]} == {"CANCELED"}
 
 
 def test_delete_a_job_and_a_file_that_finished_jobs_used(client, sky):
@@ -181,11 +183,12 @@ def test_shutdown_requeues_a_running_job_and_the_next_start_runs_it(tmp_path, sl
         assert second_pid != pid
         assert "attempt 2" in client.get(f"{API}/job/{job_id}/log").text
         client.post(f"{API}/job/{job_id}/cancel")
+        wait_for_job(client, job_id, timeout=30)
 
 
 def orphan(tmp_path) -> Handle:
     """A real process in its own group, as a killed appliance would leave a finder."""
-    return LocalRunner().submit(RunSpec(name="sleep", argv=["sleep", "300"], cwd=tmp_path, log=tmp_path / "o.log"))
+    return LocalRunner().submit(RunSpec(name="sleep", command=["sleep", "300"], workdir=tmp_path))
 
 
 def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
@@ -195,6 +198,8 @@ def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
         once, twice = (submit(client, file_uuid, job_inputs=LONG_JOB) for _ in range(2))
         client.post(f"{API}/job/{once}/cancel")
         client.post(f"{API}/job/{twice}/cancel")
+        for job_id in (once, twice):
+            wait_for_job(client, job_id, timeout=30)
     handles = {once: orphan(tmp_path), twice: orphan(tmp_path)}
     appliance = Appliance(settings)
     with appliance.db.session() as session:
@@ -205,12 +210,17 @@ def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
                 .where(Job.id == job_id)
                 .values(
                     state="RUNNING",
+                    stage="run",
                     attempts=attempts,
                     handle={"runner": "local", **handle.data},
                     pid=handle.label,
                     end_date=None,
                 )
             )
+            session.execute(delete(Step).where(Step.job_id == job_id))  # its step, as the killed appliance left it
+            session.add(Step(job_id=job_id, attempt=attempts, number=1, name="sleep", spec={}, runner="local",
+                             state="running", handle={"runner": "local", **handle.data}, label=handle.label,
+                             log_offset=0))  # fmt: skip
     with api_client(settings) as client:
         for handle in handles.values():
             assert group_members(handle.data["pid"]) == []
@@ -221,17 +231,20 @@ def test_restart_kills_orphans_requeues_once_then_fails(tmp_path, sky):
         assert again["state"] in ("STARTED", "RUNNING")
         assert "killed the job's processes left running" in client.get(f"{API}/job/{once}/log").text
         client.post(f"{API}/job/{once}/cancel")
+        wait_for_job(client, once, timeout=30)
 
 
 def test_orphan_reaping_never_kills_another_process(tmp_path):
     unrelated = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
         started = psutil.Process(unrelated.pid).create_time()
-        stale = Handle("local", {"pid": unrelated.pid, "create_time": started - 100.0, "label": ""})
-        assert LocalRunner().reap_orphan(stale) is False
+        stale = Handle("local", {"pid": unrelated.pid, "create_time": started - 100.0, "label": "", "log": "x"})
+        assert LocalRunner().status([stale])[0].state == "lost"
+        LocalRunner().cancel(stale, force=True)
         assert unrelated.poll() is None
-        same = Handle("local", {"pid": unrelated.pid, "create_time": started, "label": ""})
-        assert LocalRunner().reap_orphan(same) is True
+        same = Handle("local", {"pid": unrelated.pid, "create_time": started, "label": "", "log": "x"})
+        assert LocalRunner().status([same])[0].state == "running"
+        LocalRunner().cancel(same, force=True)
         assert unrelated.wait(5) == -signal.SIGKILL
     finally:
         unrelated.kill()
@@ -307,7 +320,7 @@ def test_status_is_the_job_documents_fields_and_only_for_its_user(appliance):
     for job_id in rows:
         status = appliance.jobs.status("anonymous", job_id)
         document = job_document(appliance.jobs.get("anonymous", job_id))
-        assert list(status) == ["job_id", "pid", "state", "status", "exit_code", "elapsed_time", "tag"]
+        assert list(status) == ["job_id", "pid", "state", "status", "exit_code", "elapsed_time", "tag", "runner"]
         if job_id == "running":  # its elapsed time grows between the two reads
             assert 90 <= status.pop("elapsed_time") <= document.pop("elapsed_time")
         assert status == {k: document[k] for k in status}

@@ -24,6 +24,7 @@ def test_migrations_match_the_models(tmp_path):
             "files",
             "idempotency_keys",
             "jobs",
+            "steps",
         ]
     assert db.schema_is_current()
     db.migrate()  # applying again at the next start is a no-op

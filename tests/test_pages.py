@@ -108,7 +108,7 @@ class Chatty(App):
     def __init__(self, lines: int, pause: float) -> None:
         self.lines, self.pause = lines, pause
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         pass
 
     def steps(self, job: JobInput) -> list[RunSpec]:
@@ -118,7 +118,7 @@ class Chatty(App):
             "    sys.stdout.write(f'line {i} ' + 'é' * (i % 7)); sys.stdout.flush()\n"
             f"    time.sleep({self.pause} / 2); print(' end', flush=True); time.sleep({self.pause} / 2)\n"
         )
-        return [RunSpec(name="chatty", argv=[sys.executable, "-c", script], cwd=job.workdir, log=job.log, cores=1)]
+        return [RunSpec(name="chatty", command=[sys.executable, "-c", script], workdir=job.workdir)]
 
     def collect(self, job: JobInput) -> Catalog:
         return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))

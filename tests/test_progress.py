@@ -160,7 +160,7 @@ class Counter(App):
     schema = OptionSchema([])
     progress_lines = (re.compile(r"(?P<stage>Counting islands): (?P<done>\d+)/(?P<total>\d+)"),)
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         pass
 
     def steps(self, job: JobInput) -> list[RunSpec]:
@@ -171,7 +171,7 @@ class Counter(App):
             "    sys.stderr.write(f'\\rCounting islands: {i}/10 |' + '#' * i); sys.stderr.flush(); time.sleep(0.3)\n"
             "print(flush=True)\n"
         )
-        return [RunSpec(name="counter", argv=[sys.executable, "-c", script], cwd=job.workdir, log=job.log, cores=1)]
+        return [RunSpec(name="counter", command=[sys.executable, "-c", script], workdir=job.workdir)]
 
     def collect(self, job: JobInput) -> Catalog:
         return Catalog(normalized_table("islands", self.name, {}), normalized_table("components", self.name, {}))

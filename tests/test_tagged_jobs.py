@@ -113,7 +113,7 @@ def test_a_file_deleted_while_the_jobs_are_recorded_leaves_nothing(client, tagge
     client.appliance.files.delete("anonymous", tagged["elsewhere"])
     app = client.appliance.apps.get("sep")
     with pytest.raises(Conflict, match="deleted while the jobs were submitted"):
-        jobs._record("anonymous", app, {}, app.schema.validate({}), records, "field-a", 60.0)
+        jobs._record("anonymous", app, {}, app.schema.validate({}), records, "field-a", 60.0, "local")
     assert jobs.list("anonymous")[1] == 0 and job_folders(client) == []
 
 

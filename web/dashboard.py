@@ -122,9 +122,10 @@ def option_groups(app: App) -> list[tuple[str, list[dict[str, Any]]]]:
 def app_list(appliance: Appliance) -> list[dict[str, Any]]:
     result = []
     for app in appliance.apps.apps.values():
-        availability = app.availability()
+        availability = appliance.jobs.app_availability(app)
         result.append({"name": app.name, "title": app.title, "description": app.description,
                        "available": availability.available, "reason": availability.reason,
+                       "runner": appliance.jobs.default_runner(app), "runners": appliance.jobs.app_runners(app),
                        "options": app.describe(), "groups": option_groups(app)})  # fmt: skip
     return result
 
@@ -147,7 +148,7 @@ def jobs_with_files(appliance: Appliance, user: str, jobs: list) -> list[dict[st
 def overview_context(appliance: Appliance, user: str) -> dict[str, Any]:
     jobs, _ = appliance.jobs.list(user, limit=10)
     return {"counts": appliance.jobs.counts(user), "machine": appliance.machine(),
-            "jobs": jobs_with_files(appliance, user, jobs)}  # fmt: skip
+            "runners": appliance.engine.overview(), "jobs": jobs_with_files(appliance, user, jobs)}  # fmt: skip
 
 
 def jobs_context(appliance: Appliance, user: str, state: str | None, app: str | None, tag: str | None,
@@ -324,7 +325,8 @@ class DashboardController(Controller):
         values = {k: v for k, v in data.items() if isinstance(v, str)}
         try:
             app = appliance.apps.get(str(data.get("app")))
-            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag)
+            appliance.jobs.submit_tagged(user, app.name, app.schema.from_form(values), tag,
+                                         runner=values.get("runner") or None)  # fmt: skip
         except ApplianceError as exc:
             context = self._tagged_context(appliance, user, tag, str(data.get("app")), values, exc)
             if request.htmx:
@@ -374,18 +376,22 @@ class DashboardController(Controller):
         a refusal it shows the values sent, each invalid option beside its field and each refused file."""
         apps = appliance.apps.apps
         if app_name not in apps:
-            available = [a for a in apps.values() if a.availability().available]
+            available = [a for a in apps.values() if appliance.jobs.app_availability(a).available]
             app_name = "aegean" if "aegean" in apps else (available or list(apps.values()))[0].name
         app = apps[app_name]
-        availability = app.availability()
+        fits = appliance.jobs.app_runners(app)
+        runner = (values or {}).get("runner")
+        if runner not in fits:
+            runner = appliance.jobs.default_runner(app)
+        availability = appliance.jobs.app_availability(app, runner)
         refused = refusal.files if isinstance(refusal, FilesRefused) else []
         errors = dict(refusal.problems) if isinstance(refusal, InvalidOptions) else {}
         for file in refused:
             errors.update(file.get("options") or {})
         return {"app": app, "groups": option_groups(app), "values": values or {}, "errors": errors,
                 "error_message": refusal.message if refusal else "", "refused": refused, "action": action,
-                "form_url": form_url, "app_available": availability.available,
-                "app_reason": availability.reason}  # fmt: skip
+                "form_url": form_url, "app_available": availability.available, "app_reason": availability.reason,
+                "app_runners": fits, "runner": runner}  # fmt: skip
 
     @get("/files/{file_uuid:str}/form", sync_to_thread=True)
     def options_form(self, appliance: NamedDependency[Appliance], user: NamedDependency[str],
@@ -404,7 +410,7 @@ class DashboardController(Controller):
         try:
             app = appliance.apps.get(str(app_name))
             job = appliance.jobs.submit(user, app.name, app.schema.from_form(values), file_uuid,
-                                        values.get("tag") or None)  # fmt: skip
+                                        values.get("tag") or None, runner=values.get("runner") or None)  # fmt: skip
         except ApplianceError as exc:
             context = self._file_form(appliance, record, str(app_name), values, exc)
             status = 422 if isinstance(exc, InvalidOptions) else http_status_of(exc)
@@ -537,7 +543,7 @@ class DashboardController(Controller):
 
     @get("/apps", sync_to_thread=True)
     def apps(self, appliance: NamedDependency[Appliance]) -> Template:
-        return page("Apps", "Apps", "apps.html", apps=app_list(appliance))
+        return page("Apps", "Apps", "apps.html", apps=app_list(appliance), runners=appliance.engine.overview())
 
 
 def _fits_file(view: Path, tile: int | None) -> File:

@@ -42,6 +42,9 @@ class JobRequest(msgspec.Struct, forbid_unknown_fields=True):
     ] = None
     tag: str | None = None
     walltime: Annotated[float, Meta(gt=0, description="Seconds the job may run (default: the setting)")] | None = None
+    runner: (
+        Annotated[str, Meta(description="Where it runs: one of GET /runners (default: the app's runner)")] | None
+    ) = None
 
 
 class TaggedJobsRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -53,6 +56,9 @@ class TaggedJobsRequest(msgspec.Struct, forbid_unknown_fields=True):
         dict[str, Any] | None, Meta(description="The app's options by name (GET /app/<app>/describe); others default")
     ] = None
     walltime: Annotated[float, Meta(gt=0, description="Seconds each job may run (default: the setting)")] | None = None
+    runner: (
+        Annotated[str, Meta(description="Where they run: one of GET /runners (default: the app's runner)")] | None
+    ) = None
 
 
 class JobSubmitted(msgspec.Struct):
@@ -66,6 +72,7 @@ class JobSubmitted(msgspec.Struct):
     status: str
     options: dict[str, Any]  # the app's options with the defaults filled in
     cores: int
+    runner: str  # where it runs
 
 
 class JobsSubmitted(msgspec.Struct):
@@ -81,6 +88,7 @@ class JobStatus(msgspec.Struct):
     exit_code: int | None
     elapsed_time: float  # seconds
     tag: str
+    runner: str  # where it runs; pid is that runner's name for the run (a process id, a container)
 
 
 class JobProgress(msgspec.Struct):
@@ -111,6 +119,8 @@ class JobDocument(msgspec.Struct):
     end_date: str | None
     options: dict[str, Any]
     cores: int
+    runner: str
+    parent_id: str | None  # the job it is part of (a tile of a mosaic)
 
 
 class JobCancelled(msgspec.Struct):
@@ -205,7 +215,9 @@ class JobsController(Controller):
         ``walltime`` (seconds). Options are checked against the app's schema: every problem is listed under
         ``options`` in the 422 reply. Refusals carry ``state: "ABORTED"``, as in caesar-rest."""
         job = await anyio.to_thread.run_sync(
-            lambda: appliance.jobs.submit(user, data.app, data.job_inputs, data.data_inputs, data.tag, data.walltime)
+            lambda: appliance.jobs.submit(
+                user, data.app, data.job_inputs, data.data_inputs, data.tag, data.walltime, data.runner
+            )
         )
         return JobSubmitted(**_fields(JobSubmitted, job_document(job)))
 
@@ -227,7 +239,7 @@ class JobsController(Controller):
         (no sky coordinates, no beam, options that do not suit them, bytes gone) the 422 reply ``files_refused``
         lists each under ``files`` with its reason; invalid options are refused as by POST /job."""
         jobs = await anyio.to_thread.run_sync(
-            lambda: appliance.jobs.submit_tagged(user, data.app, data.job_inputs, data.tag, data.walltime)
+            lambda: appliance.jobs.submit_tagged(user, data.app, data.job_inputs, data.tag, data.walltime, data.runner)
         )
         return JobsSubmitted(
             status=f"{len(jobs)} job(s) submitted and registered with success",
@@ -291,8 +303,8 @@ class JobsController(Controller):
     async def cancel(
         self, appliance: NamedDependency[Appliance], user: NamedDependency[str], job_id: FromPath[str]
     ) -> JobCancelled:
-        """A pending job is cancelled at once; a running one is stopped (SIGTERM to its processes, SIGKILL after the
-        grace period) and the reply comes when it has ended."""
+        """Answers at once: a pending job is cancelled (CANCELED); a running one is CANCELING until its runner has
+        stopped it (SIGTERM, SIGKILL after the grace period), then CANCELED with its tarball."""
         message = await anyio.to_thread.run_sync(appliance.jobs.cancel, user, job_id)
         job = await anyio.to_thread.run_sync(appliance.jobs.get, user, job_id)
         return JobCancelled(job_id=job_id, status=message, state=job.state)

@@ -6,16 +6,23 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from appliance import __version__
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog
 from appliance.config import Settings
-from appliance.errors import InvalidContent, InvalidOptions, NotFound
-from runners import RunSpec
+from appliance.errors import ConfigError, InvalidContent, InvalidOptions, NotFound
+from runners import Availability, RunSpec
+
+if TYPE_CHECKING:
+    from appliance.engine import Target
+
+
+# The image `./manage image` builds with this appliance's own finders (aegean, pybdsf, sep) and its lock.
+FINDERS_IMAGE = f"caesar-appliance-finders:{__version__}"
 
 
 def beam_options(category: str = "BEAM") -> list[Value]:
@@ -65,12 +72,6 @@ def catalog_options(category: str = "CATALOG") -> list[Flag]:
 
 
 @dataclass(frozen=True)
-class Availability:
-    available: bool
-    reason: str | None = None
-
-
-@dataclass(frozen=True)
 class JobInput:
     """What an app gets to build and to collect a run."""
 
@@ -80,6 +81,21 @@ class JobInput:
     workdir: Path
     log: Path
     cores: int
+    target: Target | None = None  # where its steps run (None: this machine)
+    notes: list[str] = field(default_factory=list)  # what building the steps has to say in the job log
+
+    @property
+    def in_container(self) -> bool:
+        return self.target is not None and self.target.containers
+
+
+@dataclass(frozen=True)
+class Child:
+    """A job a job runs as one of its parts (a tile of a mosaic): an app, its options, a registered file."""
+
+    app: str
+    job_inputs: dict[str, Any]
+    data_inputs: str
 
 
 class App:
@@ -99,11 +115,32 @@ class App:
     # its WCS code reads projection parameters (PV terms): those that ignore them get NCP as NCP, not as astropy's
     # equivalent SIN with PV terms
     reads_pv_terms: bool = True
+    # the runner its jobs use unless they name one ("": the appliance's ``runner`` setting), and the container image
+    # it runs in on runners that use one; both settings of [apps.<name>]
+    runner: str = ""
+    image: str = ""
+    setting_names: tuple[str, ...] = ("runner", "image")
+
+    def configure(self, values: dict[str, Any]) -> None:
+        """Take this app's ``[apps.<name>]`` settings."""
+        for key, value in values.items():
+            if key not in self.setting_names:
+                raise ConfigError(
+                    f"[apps.{self.name}]: unknown setting {key!r} (known: {', '.join(self.setting_names)})"
+                )
+            if not isinstance(value, str):
+                raise ConfigError(f"[apps.{self.name}] {key} must be a string, got {value!r}")
+            if value or key == "runner":  # an empty image keeps the app's own
+                setattr(self, key, value)
 
     def availability(self) -> Availability:
         missing = [m for m in self.python_modules if importlib.util.find_spec(m) is None]
         if missing:
             return Availability(False, f"Python package(s) {', '.join(missing)} not installed")
+        return Availability(True)
+
+    def container_availability(self) -> Availability:
+        """Whether it can run in its image, the image aside (a runner with containers checks that)."""
         return Availability(True)
 
     def cores(self, options: dict[str, Any]) -> int:
@@ -120,8 +157,9 @@ class App:
         """(bmaj arcsec, bmin arcsec, bpa deg) to use only when the header has no beam."""
         return None
 
-    def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
-        """Refuse, before anything runs, options that contradict each other or an image this finder cannot use."""
+    def check_input(self, summary: dict[str, Any], options: dict[str, Any], target: Target | None = None) -> None:
+        """Refuse, before anything runs, options that contradict each other or an image this finder cannot use
+        (where it runs: ``target``)."""
         if "mergethr" in options and options["mergethr"] >= options["seedthr"]:
             raise InvalidOptions({"mergethr": f"must be below seedthr ({options['seedthr']})"})
         if options.get("bkgbox") and options.get("bkggrid", 0) > options["bkgbox"]:
@@ -137,6 +175,11 @@ class App:
                 f"beam-bmin (arcsec) to run {self.name}",
             )
 
+    def children(self, job: JobInput) -> list[Child]:
+        """The child jobs this job runs as, when it is split (a mosaic into tiles); then it has no steps of its own,
+        and ``collect`` merges what its children found. [] for a job that runs its own steps."""
+        return []
+
     def steps(self, job: JobInput) -> list[RunSpec]:
         raise NotImplementedError
 
@@ -145,13 +188,6 @@ class App:
 
     def describe(self) -> dict[str, Any]:
         return self.schema.describe()
-
-
-def tool_argv(name: str, *args: str) -> list[str]:
-    """The argv that runs the console script or module ``name`` with this appliance's own Python environment."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable, "tool", name, *args]
-    return [sys.executable, "-m", "appliance", "tool", name, *args]
 
 
 class AppRegistry:
@@ -168,6 +204,12 @@ class AppRegistry:
             Caesar(settings.caesar_findsource, settings.cores), Aegean(), PyBDSF(), Sep(), Cutex(), Mrcnn(),
         ]  # fmt: skip
         self.apps = {app.name: app for app in apps}
+        for name, values in settings.apps.items():
+            if name not in self.apps:
+                raise ConfigError(f"[apps.{name}]: no app named {name!r} (known: {', '.join(self.apps)})")
+            if not isinstance(values, dict):
+                raise ConfigError(f"[apps.{name}] must be a table")
+            self.apps[name].configure(values)
 
     def __contains__(self, name: object) -> bool:
         return name in self.apps

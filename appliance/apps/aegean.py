@@ -11,11 +11,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from appliance.apps import App, Availability, JobInput, beam_options, catalog_options, tool_argv
+from appliance.apps import FINDERS_IMAGE, App, Availability, JobInput, beam_options, catalog_options
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.fitsimage import celestial_wcs
-from runners import RunSpec
+from runners import Resources, RunSpec, Tool
 
 BKG = "IMGBKG"
 FIND = "SOURCE-FINDING"
@@ -29,6 +29,7 @@ class Aegean(App):
     title = "Aegean"
     description = "BANE background and noise maps, then Aegean's seed/flood island search and Gaussian fitting."
     python_modules = ("AegeanTools",)
+    image = FINDERS_IMAGE
     fits_gaussians = True
     maps = {"background": "input_bkg.fits", "rms": "input_rms.fits"}  # BANE's, when kept (save-bkgmap, -rmsmap)
     progress_lines = (
@@ -116,7 +117,7 @@ class Aegean(App):
     def steps(self, job: JobInput) -> list[RunSpec]:
         o = job.options
         image = job.image.name
-        bane = tool_argv(
+        bane = (
             "BANE",
             "--cores",
             str(job.cores),
@@ -128,7 +129,7 @@ class Aegean(App):
             str(o["bkgbox"]),
             image,
         )
-        aegean = tool_argv(
+        aegean = [
             "aegean",
             "--autoload",
             "--cores",
@@ -141,7 +142,7 @@ class Aegean(App):
             str(o["mergethr"]),
             "--table",
             "aegean.vot,aegean.reg",  # its FITS tables hold positions as float32 (0.1" steps); VOTable as double
-        )
+        ]
         if o["fit-maxcomponents"] > 0:
             aegean += ["--maxsummits", str(o["fit-maxcomponents"])]
         if o["negative"]:
@@ -150,10 +151,13 @@ class Aegean(App):
         if beam is not None:
             aegean += ["--beam", *(str(v) for v in (beam[0] / 3600, beam[1] / 3600, beam[2]))]
         aegean.append(image)
+        resources = Resources(cores=job.cores)
         return [
-            RunSpec(name="BANE", argv=bane, cwd=job.workdir, log=job.log, cores=job.cores),
-            RunSpec(name="aegean", argv=aegean, cwd=job.workdir, log=job.log, cores=job.cores),
-        ]
+            RunSpec(name="BANE", command=Tool(bane[0], bane[1:]), workdir=job.workdir, inputs=(image,),
+                    resources=resources, image=self.image),
+            RunSpec(name="aegean", command=Tool(aegean[0], tuple(aegean[1:])), workdir=job.workdir, inputs=(image,),
+                    resources=resources, image=self.image),
+        ]  # fmt: skip
 
     def collect(self, job: JobInput) -> Catalog:
         wcs = celestial_wcs(fits.getheader(job.image))

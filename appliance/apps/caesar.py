@@ -2,7 +2,9 @@
 options, then its island and fitted-component catalogs read into the normalized catalog.
 
 caesar needs CERN ROOT and cannot be installed by this project; the setting ``caesar_findsource`` names the
-FindSource binary (else it is looked up on PATH). Pixel positions in caesar's catalogs are 0-based, as ours; its DS9
+FindSource binary (else it is looked up on PATH). On a runner with containers it runs in the image of
+``[apps.caesar] image`` (sriggi/caesar:latest), at the path ``[apps.caesar] findsource`` inside it, with the same
+config, argv and products. Pixel positions in caesar's catalogs are 0-based, as ours; its DS9
 regions are 1-based. Sky positions are computed from caesar's pixel positions with astropy (caesar's own are wrong
 for some projections, e.g. AZP); sizes are its pixel FWHMs times the pixel scale (its arcsec sizes come out several
 per cent small).
@@ -26,11 +28,13 @@ from appliance.apps import App, Availability, JobInput, catalog_options
 from appliance.apps.caesar_options import RULES, ConfigRule
 from appliance.apps.options import Flag, OptionSchema
 from appliance.catalogs import Catalog, deconvolved, normalized_table, sky_ellipses
+from appliance.engine import Target
 from appliance.errors import InvalidContent, InvalidOptions
 from appliance.fitsimage import celestial_wcs
-from runners import RunSpec
+from runners import Resources, RunSpec
 
 CONFIG = "caesar.cfg"
+IMAGE_FINDSOURCE = "/opt/Software/caesar/install/bin/FindSource"  # where sriggi/caesar has it
 # file names of caesar's outputs in the job folder, fixed by the config this app writes
 OUTPUT_KEYS = {
     "inputFile": "input.fits",
@@ -66,9 +70,19 @@ class Caesar(App):
     schema = OptionSchema([*(rule.option for rule in RULES), *catalog_options()])
     rules = {rule.option.name: rule for rule in RULES}
 
+    image = "sriggi/caesar:latest"
+    image_findsource = IMAGE_FINDSOURCE  # FindSource inside the image: [apps.caesar] findsource
+    setting_names = ("runner", "image", "findsource")
+
     def __init__(self, findsource: str = "", job_cores: int = 1) -> None:
         self.findsource_setting = findsource
         self.job_cores = job_cores
+
+    def configure(self, values: dict[str, Any]) -> None:
+        values = dict(values)
+        if "findsource" in values:
+            self.image_findsource = values.pop("findsource")
+        super().configure(values)
 
     def findsource(self) -> Path | None:
         found = shutil.which(self.findsource_setting or "FindSource")
@@ -101,7 +115,7 @@ class Caesar(App):
     def beam_fallback(self, options: dict[str, Any]) -> tuple[float, float, float]:
         return options["bmaj"], options["bmin"], options["bpa"]
 
-    def check_input(self, summary: dict[str, Any], options: dict[str, Any]) -> None:
+    def check_input(self, summary: dict[str, Any], options: dict[str, Any], target: Target | None = None) -> None:
         problems = {}
         for name, rule in self.rules.items():
             reason = _outside_accepted(rule, options[name])
@@ -109,7 +123,8 @@ class Caesar(App):
                 problems[name] = reason
         if options["mergethr"] >= options["seedthr"]:
             problems["mergethr"] = f"must be below seedthr ({options['seedthr']})"
-        if self._uses_mpi(options) and (shutil.which("mpirun") is None or not self._findsource_mpi().exists()):
+        here = target is None or not target.containers  # an image brings its own mpirun
+        if here and self._uses_mpi(options) and (shutil.which("mpirun") is None or not self._findsource_mpi().exists()):
             problems["nproc"] = "above 1 needs mpirun and FindSourceMPI next to FindSource (or give no-mpi)"
         if problems:
             raise InvalidOptions(problems)
@@ -129,17 +144,23 @@ class Caesar(App):
         return "".join(f"{key} = {value}\n" for key, value in lines.items())
 
     def steps(self, job: JobInput) -> list[RunSpec]:
-        (job.workdir / CONFIG).write_text(self.config_text(job.options))
-        findsource = self.findsource()
-        if findsource is None:
-            raise InvalidContent("app_unavailable", self.availability().reason or "caesar is not installed")
+        if job.in_container:
+            findsource, image = Path(self.image_findsource), self.image
+        else:
+            found = self.findsource()
+            if found is None:
+                raise InvalidContent("app_unavailable", self.availability().reason or "caesar is not installed")
+            findsource, image = found, None
+        common = {"workdir": job.workdir, "files": {CONFIG: self.config_text(job.options)},
+                  "inputs": (job.image.name,), "resources": Resources(cores=job.cores), "image": image}  # fmt: skip
         if not self._uses_mpi(job.options):
-            argv = [str(findsource), f"--config={CONFIG}"]
-            return [RunSpec(name="FindSource", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
-        argv = ["mpirun", "-np", str(job.options["nproc"]), str(self._findsource_mpi()), f"--config={CONFIG}"]
+            return [RunSpec(name="FindSource", command=[str(findsource), f"--config={CONFIG}"], **common)]
+        mpi = findsource.with_name("FindSourceMPI")
+        argv = ["mpirun", "-np", str(job.options["nproc"]), str(mpi), f"--config={CONFIG}"]
         # Open MPI's mpirun refuses to start as root unless told twice (a container, a lab's service account)
-        env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if os.geteuid() == 0 else {}
-        return [RunSpec(name="mpirun FindSourceMPI", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores, env=env)]
+        root = job.in_container or os.geteuid() == 0
+        env = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"} if root else {}
+        return [RunSpec(name="mpirun FindSourceMPI", command=argv, env=env, **common)]
 
     def collect(self, job: JobInput) -> Catalog:
         return read_caesar_catalogs(job.workdir, job.image)

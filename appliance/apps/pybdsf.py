@@ -13,12 +13,12 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from appliance.apps import App, JobInput, beam_options, catalog_options, tool_argv
+from appliance.apps import FINDERS_IMAGE, App, JobInput, beam_options, catalog_options
 from appliance.apps.options import Flag, OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table
 from appliance.errors import InvalidOptions
 from appliance.fitsimage import celestial_wcs
-from runners import RunSpec
+from runners import Resources, RunSpec, Tool
 
 BKG = "IMGBKG"
 FIND = "SOURCE-FINDING"
@@ -37,6 +37,7 @@ class PyBDSF(App):
         "Gaussian decomposition grouped into sources."
     )
     python_modules = ("bdsf",)
+    image = FINDERS_IMAGE
     fits_gaussians = True
     flag_legend = {0: "PyBDSF gives its Gaussians no flag: always 0"}
     flags_are_bits = False
@@ -101,7 +102,7 @@ class PyBDSF(App):
         ]
     )
 
-    def check_input(self, summary, options) -> None:
+    def check_input(self, summary, options, target=None) -> None:
         if options["bkggrid"] and not options["bkgbox"]:
             raise InvalidOptions({"bkggrid": "needs bkgbox"})
         super().check_input(summary, options)
@@ -121,11 +122,13 @@ class PyBDSF(App):
             params["rms_box"] = [o["bkgbox"], o["bkggrid"] or max(1, o["bkgbox"] // 3)]
         params["frequency"] = o["frequency"] or job.summary.get("frequency_hz") or DEFAULT_FREQUENCY_HZ
         if not o["frequency"] and not job.summary.get("frequency_hz"):
-            with job.log.open("a") as log:
-                log.write(f"pybdsf: no frequency in the header; assuming {DEFAULT_FREQUENCY_HZ / 1e9} GHz\n")
-        (job.workdir / PARAMETERS).write_text(json.dumps({"image": job.image.name, "process_image": params}))
-        argv = tool_argv("appliance.apps.pybdsf_run", PARAMETERS)
-        return [RunSpec(name="pybdsf", argv=argv, cwd=job.workdir, log=job.log, cores=job.cores)]
+            job.notes.append(f"pybdsf: no frequency in the header; assuming {DEFAULT_FREQUENCY_HZ / 1e9} GHz")
+        parameters = json.dumps({"image": job.image.name, "process_image": params})
+        return [
+            RunSpec(name="pybdsf", command=Tool("appliance.apps.pybdsf_run", (PARAMETERS,)), workdir=job.workdir,
+                    files={PARAMETERS: parameters}, inputs=(job.image.name,), resources=Resources(cores=job.cores),
+                    image=self.image)
+        ]  # fmt: skip
 
     def collect(self, job: JobInput) -> Catalog:
         """Islands are PyBDSF's islands (fitted or not), components its Gaussians, named <source>:<gaussian> after

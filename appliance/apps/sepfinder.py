@@ -14,11 +14,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
-from appliance.apps import App, JobInput, beam_options, catalog_options, tool_argv
+from appliance.apps import FINDERS_IMAGE, App, JobInput, beam_options, catalog_options
 from appliance.apps.options import OptionSchema, Value
 from appliance.catalogs import Catalog, normalized_table, sky_ellipses
 from appliance.fitsimage import celestial_wcs
-from runners import RunSpec
+from runners import RunSpec, Tool
 
 PARAMETERS = "sep_parameters.json"
 OBJECTS = "sep_objects.fits"
@@ -30,6 +30,7 @@ class Sep(App):
     title = "sep (fast)"
     description = "SExtractor's core via sep: seed/flood islands with deblending, aperture fluxes; seconds per image."
     python_modules = ("sep",)
+    image = FINDERS_IMAGE
     flag_legend = {  # sep's object and aperture flags
         1: "OBJ_MERGED: deblended from a blend",
         2: "OBJ_TRUNC: touches the edge of the image",
@@ -64,9 +65,10 @@ class Sep(App):
 
     def steps(self, job: JobInput) -> list[RunSpec]:
         parameters = {"image": job.image.name, "output": OBJECTS, **job.options}
-        (job.workdir / PARAMETERS).write_text(json.dumps(parameters))
-        argv = tool_argv("appliance.apps.sep_run", PARAMETERS)
-        return [RunSpec(name="sep", argv=argv, cwd=job.workdir, log=job.log, cores=1)]
+        return [
+            RunSpec(name="sep", command=Tool("appliance.apps.sep_run", (PARAMETERS,)), workdir=job.workdir,
+                    files={PARAMETERS: json.dumps(parameters)}, inputs=(job.image.name,), image=self.image)
+        ]  # fmt: skip
 
     def collect(self, job: JobInput) -> Catalog:
         wcs = celestial_wcs(fits.getheader(job.image))
