@@ -517,12 +517,8 @@ class Engine:
 
     def prepare(self, job_id: str) -> None:
         """The queue task of a claimed job: prepare its input, record its steps, start the first."""
-        with self.service.writing() as session:
-            claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.stage == "prepare").values(stage="preparing")
-            ).rowcount
-            job = session.get(Job, job_id)
-        if not claimed or job is None:
+        job = self._claim_task(job_id, "prepare", "preparing")
+        if job is None:
             return
         try:
             self._prepare(job)
@@ -628,17 +624,23 @@ class Engine:
 
     def collect(self, job_id: str) -> None:
         """The queue task of a job whose steps all succeeded: its products, then SUCCESS."""
-        with self.service.writing() as session:
-            claimed = session.execute(
-                update(Job).where(Job.id == job_id, Job.stage == "collect").values(stage="collecting")
-            ).rowcount
-            job = session.get(Job, job_id)
-        if not claimed or job is None:
+        job = self._claim_task(job_id, "collect", "collecting")
+        if job is None:
             return
         if job.cancel_requested_at is not None:
             self.service.end(job, "CANCELED", "Job canceled by user", -1)
             return
         self.service.collect(job)
+
+    def _claim_task(self, job_id: str, stage: str, working: str) -> Job | None:
+        """The job, if this task is the one that moves it from ``stage`` to ``working`` (a task queued twice, or
+        again after a restart, finds it moved and does nothing)."""
+        with self.service.writing() as session:
+            claimed = session.execute(
+                update(Job).where(Job.id == job_id, Job.stage == stage).values(stage=working)
+            ).rowcount
+            job = session.get(Job, job_id)
+        return job if claimed else None
 
     # -- restart ---------------------------------------------------------------------------------------------
 
