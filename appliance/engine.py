@@ -29,7 +29,17 @@ from sqlalchemy import and_, func, select, update
 from appliance.errors import ApplianceError, InvalidRequest, NotFound
 from appliance.fitsimage import prepare_image
 from appliance.models import ACTIVE_STEP_STATES, LIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, Step
-from runners import OUT_OF_MEMORY, Availability, Handle, Runner, RunSpec, RunStatus, load_runner, runner_names
+from runners import (
+    OUT_OF_MEMORY,
+    TIMED_OUT,
+    Availability,
+    Handle,
+    Runner,
+    RunSpec,
+    RunStatus,
+    load_runner,
+    runner_names,
+)
 
 if TYPE_CHECKING:
     from appliance.apps import App, Child
@@ -68,6 +78,8 @@ class Runners:
         options = dict(self.settings.runners.get(name, {}))
         if name == "local":
             options.setdefault("cores", self.settings.job_cores)
+        if name == "slurm":  # the folder its probe job writes into, to check that the cluster sees it
+            options.setdefault("jobs_dir", str(self.settings.jobs_dir))
         try:
             self._runners[name] = load_runner(name, **options)
         except Exception as exc:  # a plugin's settings or imports: the runner is unavailable, the appliance runs
@@ -132,6 +144,8 @@ class Engine:
         self._started = False
         self._log_copied: dict[int, float] = {}
         self._asked: dict[str, float] = {}
+        self._notes: dict[int, str | None] = {}  # what each active step's status last said, to notice a change
+        self._silent: dict[str, float] = {}  # runners whose backend does not answer, since when
         self._app_available: dict[tuple[str, str], tuple[float, Availability]] = {}
         self.ticks = 0
 
@@ -314,9 +328,10 @@ class Engine:
             self._asked[name] = now
             try:
                 statuses = runner.status([_handle(step) for step, _ in rows])
-            except Exception as exc:  # the backend did not answer this time: ask again at the next tick
-                log.warning("runner status failed", extra={"runner": name, "error": str(exc)})
+            except Exception as exc:  # the backend did not answer this time: its runs are as they were; ask again
+                self._unanswered(name, rows, exc, now)
                 continue
+            self._silent.pop(name, None)
             for (step, job), status in zip(rows, statuses, strict=True):
                 try:
                     self._follow(runner, step, job, status, now)
@@ -325,6 +340,19 @@ class Engine:
                     self.service.end(job, "FAILURE", f"internal error of the appliance: {exc}", None)
         self._move_parents()
         self._admit(now)
+
+    def _unanswered(self, name: str, rows: list[tuple[Step, Job]], exc: Exception, now: float) -> None:
+        """The jobs of a runner whose backend does not answer keep their state, with a status that says so."""
+        if name not in self._silent:
+            log.warning("runner status failed", extra={"runner": name, "error": str(exc)})
+            self._silent[name] = now
+        since = datetime.fromtimestamp(self._silent[name]).strftime("%H:%M:%S")
+        note = f"the {name} runner does not answer since {since} ({exc}); its runs are followed again when it does"
+        for step, job in rows:
+            if self._notes.get(step.id) != note:
+                self._notes[step.id] = note
+                self._job_update(job, LIVE_JOB_STATES, status=note[:512])
+                self.service.log_line(job, note)
 
     def _active(self) -> list[tuple[Any, Any]]:
         """The active steps with what the monitor needs of their jobs, as plain rows (building ORM objects for a
@@ -346,12 +374,14 @@ class Engine:
             self._log_copied[step.id] = now
         if ended:
             self._log_copied.pop(step.id, None)
+            self._notes.pop(step.id, None)
             self._step_over(step, status)
             runner.release(handle)
             self._after_step(job, step, status)
             return
-        if status.state != step.state:
+        if status.state != step.state or status.note != self._notes.get(step.id, status.note):
             self._observe(job, step, status, now)
+        self._notes[step.id] = status.note
         self._stop_if_due(runner, step, job, now)
 
     def _observe(self, job: Job, step: Step, status: RunStatus, now: float) -> None:
@@ -363,11 +393,15 @@ class Engine:
         with self.db.session() as session:
             session.execute(update(Step).where(Step.id == step.id).values(**values))
         step.state = status.state
+        said = f": {status.note}" if status.note else ""
         if status.state == "running":
+            if job.deadline is None:  # its runner keeps the wall time from when the job runs (a cluster's queue)
+                job.deadline = as_datetime(now + job.walltime)
+                self._job_update(job, LIVE_JOB_STATES, deadline=job.deadline)
             self._job_update(job, ("STARTED", "RUNNING"), state="RUNNING",
-                             status=f"running {step.name} (step {step.number} of {total})")  # fmt: skip
+                             status=f"running {step.name} (step {step.number} of {total}){said}")  # fmt: skip
         else:
-            self._job_update(job, ("STARTED",), status=f"{step.name} queued by the {step.runner} runner")
+            self._job_update(job, ("STARTED",), status=f"{step.name} queued by the {step.runner} runner{said}")
 
     def _stop_if_due(self, runner: Runner, step: Step, job: Job, now: float) -> None:
         why = job.stop_reason
@@ -429,7 +463,7 @@ class Engine:
                                        **status.usage})  # fmt: skip
         if job.stop_reason == "canceled" or job.cancel_requested_at is not None:
             self.service.end(job, "CANCELED", "Job canceled by user", -1 if code is None else code)
-        elif job.stop_reason == "timed-out":
+        elif job.stop_reason == "timed-out" or status.reason == TIMED_OUT:
             self.service.end(job, "TIMED-OUT", f"wall-time limit of {job.walltime:g} s reached", 124)
         elif status.state == "lost":
             self.service.end(job, "FAILURE", f"{step.name} was lost by the {step.runner} runner: {status.reason}", None)
@@ -487,7 +521,8 @@ class Engine:
             if runner_name not in self.runners or not self.runners.availability(runner_name).available:
                 full.add(runner_name)  # waits for its runner; the Apps page says why
                 continue
-            capacity = self.runners.get(runner_name).capacity()
+            runner = self.runners.get(runner_name)
+            capacity = runner.capacity()
             if capacity is not None and used.get(runner_name, 0) + cores > capacity:
                 full.add(runner_name)  # first come first served: a later, smaller job does not overtake it
                 continue
@@ -506,7 +541,8 @@ class Engine:
                         exit_code=None,
                         stop_reason=None,
                         cancel_requested_at=None,
-                        deadline=moment + timedelta(seconds=walltime),
+                        # a runner with its own time limit counts from when the job runs (_observe)
+                        deadline=None if runner.capabilities.walltime else moment + timedelta(seconds=walltime),
                     )  # fmt: skip
                 ).rowcount
             if claimed:
@@ -563,11 +599,15 @@ class Engine:
             return
         env = {f"{name}_NUM_THREADS": str(job.cores) for name in ("OMP", "OPENBLAS", "MKL")}
         env["MPLBACKEND"] = "Agg"
+        specs = [
+            replace(spec, job_id=job.id, attempt=job.attempts, step=str(number), workdir=folder,
+                    env={**env, **spec.env}, resources=replace(spec.resources, walltime_seconds=job.walltime))
+            for number, spec in enumerate(specs, 1)
+        ]  # fmt: skip
         steps = [
             Step(job_id=job.id, attempt=job.attempts, number=number, name=spec.name, runner=job.runner,
                  state="waiting", label="", log_offset=0,
-                 spec=replace(spec, job_id=job.id, attempt=job.attempts, step=str(number), workdir=folder,
-                              env={**env, **spec.env}).to_json())
+                 spec=replace(spec, following=tuple(specs[number:])).to_json())
             for number, spec in enumerate(specs, 1)
         ]  # fmt: skip
         with self.db.session() as session:

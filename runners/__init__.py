@@ -43,6 +43,7 @@ class Resources:
     memory_mb: int | None = None  # the run is stopped (OUT_OF_MEMORY) beyond it, where the runner can enforce it
     walltime_seconds: float | None = None  # for runners with their own limit (a cluster's); the engine keeps its own
     gpus: int = 0
+    tasks: int = 1  # MPI processes, each with cores // tasks threads (caesar's nproc); cores counts them all
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class RunSpec:
     env: dict[str, str] = field(default_factory=dict)  # added to the runner's environment for the command
     resources: Resources = Resources()
     image: str | None = None  # container image, for runners that use one
+    # the job's steps after this one, for runners that start them all as one backend job (a Slurm batch job) on the
+    # first submit and answer the later submits with it; the others ignore it
+    following: tuple[RunSpec, ...] = ()
 
     @property
     def run_name(self) -> str:
@@ -76,6 +80,7 @@ class RunSpec:
             "name": self.name, "command": command, "workdir": str(self.workdir), "job_id": self.job_id,
             "step": self.step, "attempt": self.attempt, "files": self.files, "inputs": list(self.inputs),
             "env": self.env, "resources": vars(self.resources), "image": self.image,
+            "following": [spec.to_json() for spec in self.following],
         }  # fmt: skip
 
     @classmethod
@@ -93,6 +98,7 @@ class RunSpec:
             env=dict(data["env"]),
             resources=Resources(**data["resources"]),
             image=data["image"],
+            following=tuple(cls.from_json(spec) for spec in data.get("following", ())),
         )
 
 
@@ -116,6 +122,7 @@ class RunStatus:
     reason: str | None = None  # why it ended when not by itself (OUT_OF_MEMORY, KILLED, ...), or why it is lost
     usage: dict[str, float] = field(default_factory=dict)  # cpu_seconds, max_rss_mb, as far as the runner knows
     native_state: str | None = None  # the backend's own word for it (a Slurm state), for the log
+    note: str | None = None  # what the backend says of it now, for people ("Slurm: Resources" for a queued job)
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,9 @@ class Capabilities:
     containers: bool = False  # it runs steps in images (RunSpec.image)
     shared_filesystem: bool = True  # the run sees the job folder of this machine
     gpus: bool = False
+    # it stops runs at their wall time itself (a cluster's time limit), counted from when they run: the engine's
+    # own deadline starts when the first step runs, not when the job is claimed (a cluster's queue may be long)
+    walltime: bool = False
 
     def to_json(self) -> dict[str, bool]:
         return vars(self).copy()

@@ -152,7 +152,8 @@ class Caesar(App):
                 raise InvalidContent("app_unavailable", self.availability().reason or "caesar is not installed")
             findsource, image = found, None
         common = {"workdir": job.workdir, "files": {CONFIG: self.config_text(job.options)},
-                  "inputs": (job.image.name,), "resources": Resources(cores=job.cores), "image": image}  # fmt: skip
+                  "inputs": (job.image.name,), "image": image,
+                  "resources": Resources(cores=job.cores, tasks=job.options["nproc"] if self._uses_mpi(job.options) else 1)}  # fmt: skip
         if not self._uses_mpi(job.options):
             return [RunSpec(name="FindSource", command=[str(findsource), f"--config={CONFIG}"], **common)]
         mpi = findsource.with_name("FindSourceMPI")
