@@ -60,6 +60,7 @@ ENVIRONMENTS = ("appliance", "podman", "apptainer", "singularity")
 JOB_DIR = "/job"  # the job folder inside a container
 AVAILABILITY_SECONDS = 10.0
 PROBE_RETRY_SECONDS = 60.0
+_SLURM_ID = re.compile(r"^\d+(_\d+)?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")  # an environment variable's name
 
 
@@ -437,11 +438,13 @@ class SlurmRunner:
         return self._handle(spec, id)
 
     def _handle(self, spec: RunSpec, id: str) -> Handle:
-        return Handle(self.name, {"id": id, "label": f"slurm job {id}", "run": spec.run_name,
-                                  "workdir": str(spec.workdir.resolve())})  # fmt: skip
+        workdir = spec.workdir.resolve()
+        return Handle(self.name, {"id": id, "label": f"slurm job {id}", "run": spec.run_name, "workdir": str(workdir),
+                                  "output": str(workdir / f".{_job_name(spec)}.slurm.out")})  # fmt: skip
 
     def status(self, handles: list[Handle]) -> list[RunStatus]:
-        ids = sorted({handle.data["id"] for handle in handles})
+        # a Slurm id is a number (an array task's 12_3); anything else is no job of the cluster's
+        ids = sorted({str(handle.data["id"]) for handle in handles if _SLURM_ID.match(str(handle.data["id"]))})
         jobs = self.transport.jobs(ids)
         return [self._status(handle, jobs.get(handle.data["id"])) for handle in handles]
 
@@ -457,8 +460,8 @@ class SlurmRunner:
             if job is not None and job.state not in ENDED:
                 # it failed; Slurm says why (TIMEOUT, OUT_OF_MEMORY) once the batch script has ended
                 return RunStatus("running", native_state=native)
-            return RunStatus("ended", exit_code=_signed(code, job), reason=self._reason(job, files), usage=usage,
-                             native_state=native)  # fmt: skip
+            return RunStatus("ended", exit_code=_signed(code, job), reason=self._reason(job, files, handle),
+                             usage=usage, native_state=native)  # fmt: skip
         if job is None:
             return RunStatus("lost", reason=f"{LOST} by the cluster: Slurm has no record of job {handle.data['id']} "
                                             f"and the step left no exit code", native_state="unknown")  # fmt: skip
@@ -471,13 +474,15 @@ class SlurmRunner:
             return RunStatus("lost", reason=f"Slurm job {job.id} completed but the step left no exit code",
                              native_state=native)  # fmt: skip
         code = -job.signal if job.signal else job.exit_code
-        return RunStatus("ended", exit_code=code, reason=self._reason(job, files), native_state=native)
+        return RunStatus("ended", exit_code=code, reason=self._reason(job, files, handle), native_state=native)
 
-    def _reason(self, job: SlurmJob | None, files: dict[str, Path]) -> str | None:
+    def _reason(self, job: SlurmJob | None, files: dict[str, Path], handle: Handle) -> str | None:
         if job is None:
             return None
         if job.state in ENDED_BECAUSE:
             return ENDED_BECAUSE[job.state]
+        if _over_memory(Path(handle.data.get("output", "/nonexistent"))):
+            return OUT_OF_MEMORY
         return KILLED if files["cancel"].exists() else None
 
     def cancel(self, handle: Handle, force: bool = False) -> None:
@@ -605,6 +610,18 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+
+
+def _over_memory(output: Path) -> bool:
+    """Whether slurmstepd wrote in the batch job's output that it killed the job for its memory: without cgroups
+    (jobacct_gather's OverMemoryKill) Slurm 22.05 ends such a job FAILED (JobLaunchFailure), not OUT_OF_MEMORY."""
+    try:
+        with output.open("rb") as file:
+            file.seek(max(0, output.stat().st_size - 65536))
+            tail = file.read()
+    except OSError:
+        return False
+    return b"Exceeded job memory limit" in tail or b"exceeded memory limit" in tail or b"oom-kill" in tail
 
 
 def _signed(code: int, job: SlurmJob | None) -> int:

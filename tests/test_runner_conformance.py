@@ -18,6 +18,7 @@ from runners import Handle, Resources, RunSpec, RunStatus
 from runners.container import ContainerRunner
 from runners.fake import FakeBackend, FakeClock, FakeRunner, Script
 from runners.local import LocalRunner
+from runners.slurm import SlurmRunner
 from tests.containers import BASE_IMAGE
 
 PRINT_AND_EXIT = "import sys; print('hello from the step', flush=True); sys.exit(3)"
@@ -34,6 +35,7 @@ class Harness:
 
     name: str
     durable: bool
+    needed: object = None  # what the fixture of NEEDS gave
 
     def make(self) -> object:
         raise NotImplementedError
@@ -117,18 +119,51 @@ class DockerHarness(ContainerHarness):
         return ContainerRunner(engine="docker", cores=2, image=BASE_IMAGE)
 
 
+class SlurmHarness(Harness):
+    """The Slurm runner through Slurm's commands, on the tests' loopback cluster (the ``slurm_cluster`` fixture)."""
+
+    name = "slurm"
+    durable = True
+    python = [sys.executable]
+
+    def make(self) -> SlurmRunner:
+        return SlurmRunner(poll_seconds=0)
+
+
+class SlurmRestHarness(Harness):
+    """The same runner through slurmrestd (v0.0.38, JWT). Its jobs run as slurmrestd's unprivileged user: in a
+    folder that user can write, with the system's Python (the test's virtual environment may not be readable)."""
+
+    name = "slurm-rest"
+    durable = True
+    python = ["/usr/bin/python3"]
+
+    def make(self) -> SlurmRunner:
+        cluster = self.needed
+        token = cluster.dir / "rest-token"
+        if not token.exists():
+            token.write_text(cluster.token(lifespan=7200))
+        return SlurmRunner(transport="rest", rest_url=cluster.rest_url, token_file=str(token), user=cluster.rest_user,
+                           poll_seconds=0)  # fmt: skip
+
+    def spec(self, tmp_path: Path, name: str, code: str, step: str = "1", **extra: object) -> RunSpec:
+        return super().spec(self.needed.shared_dir(f"conformance-{tmp_path.name}"), name, code, step, **extra)
+
+
 HARNESSES: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "fake": FakeHarness,
-                                               "container": ContainerHarness, "docker": DockerHarness}  # fmt: skip
+                                               "container": ContainerHarness, "docker": DockerHarness,
+                                               "slurm": SlurmHarness, "slurm-rest": SlurmRestHarness}  # fmt: skip
 # a fixture a harness needs before it can make its runner
-NEEDS = {"container": "container_engine", "docker": "docker_engine"}
+NEEDS = {"container": "container_engine", "docker": "docker_engine", "slurm": "slurm_cluster",
+         "slurm-rest": "slurm_cluster"}  # fmt: skip
 
 
 @pytest.fixture(params=[pytest.param(name, marks=[pytest.mark.e2e] if name in NEEDS else []) for name in
                         sorted(HARNESSES)])  # fmt: skip
 def harness(request) -> Iterator[Harness]:
-    if request.param in NEEDS:
-        request.getfixturevalue(NEEDS[request.param])
     made = HARNESSES[request.param]()
+    if request.param in NEEDS:
+        made.needed = request.getfixturevalue(NEEDS[request.param])
     yield made
     made.close()
 
@@ -178,7 +213,7 @@ def test_the_files_a_step_needs_are_written_before_it_runs_and_its_products_stay
     handle = runner.submit(spec)
     (status,) = harness.wait(runner, [handle], ended)
     assert status.exit_code == 0
-    assert (tmp_path / "in.txt").read_text() == "upper" and (tmp_path / "out.txt").read_text() == "UPPER"
+    assert (spec.workdir / "in.txt").read_text() == "upper" and (spec.workdir / "out.txt").read_text() == "UPPER"
 
 
 def test_cancel_stops_a_run_and_returns_at_once(harness, tmp_path):
