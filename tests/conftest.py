@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -14,6 +15,9 @@ from litestar.testing import TestClient
 from appliance.config import Settings, load_settings
 from appliance.core import Appliance
 from web.app import create_app
+
+if TYPE_CHECKING:
+    from tests.slurm import Cluster
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("CAESAR_APPLIANCE_TEST_DATA", REPO.parent / "shared" / "data"))
@@ -303,3 +307,25 @@ def docker_engine(container_engine: dict[str, str]) -> Iterator[str]:
         yield containers.DOCKER_HOST
         containers.remove_docker_containers()
         containers.stop_dockerd(daemon)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[Cluster]:
+    """A real Slurm 22.05 cluster on loopback (munged, MariaDB + slurmdbd, slurmctld, one slurmd, slurmrestd), started
+    once for the session in its own folder on free ports, with SLURM_CONF set for the session; a tests.slurm.Cluster.
+    Skips when it cannot be had here (not root, the Debian packages not installable); a daemon that does not start is
+    an error showing the daemons' logs."""
+    from tests import slurm
+
+    try:
+        slurm.prepare()
+        cluster = slurm.Cluster().start()
+    except slurm.SlurmUnavailable as exc:
+        pytest.skip(f"no Slurm cluster for these tests: {exc}")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in cluster.env.items():
+            patch.setenv(key, value)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
