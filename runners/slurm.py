@@ -180,12 +180,16 @@ class SlurmCli:
         if not ids:
             return {}
         found = self._queue(ids)
-        left = [id for id in ids if id not in found or found[id].state in ENDED]
-        if left:
-            ended = self._accounting(left) if self.accounting is not False else None
-            if ended is None:
-                ended = self._controller(left)
-            found.update(ended)
+        # an ended job still in the queue's memory: the controller has its exit code, exact and at once (slurmdbd
+        # gets a job's records seconds late, and shows a stand-in "allocation" line meanwhile)
+        ended = [id for id in ids if id in found and found[id].state in ENDED]
+        gone = [id for id in ids if id not in found]
+        known = self._controller(ended + gone) if ended or (gone and self.accounting is False) else {}
+        found.update({id: job for id, job in known.items() if id in found or id in gone})
+        gone = [id for id in gone if id not in known]
+        if gone and self.accounting is not False:
+            accounted = self._accounting(gone)
+            found.update(self._controller(gone) if accounted is None else accounted)
         return found
 
     def _queue(self, ids: list[str]) -> dict[str, SlurmJob]:
@@ -263,7 +267,8 @@ class SlurmRunner:
     - ``python`` = "": the nodes' Python of the appliance ("": this appliance's, through the path map).
     - ``container_args`` = []: more options of ``podman run`` or ``apptainer exec``.
     - ``check_files`` = true: at start (and again each minute while it fails), a small probe job writes a file in
-      the jobs folder as the cluster sees it; the runner is unavailable, with the reason, until this machine sees it.
+      the jobs folder as the cluster sees it; when it has run and this machine does not see the file, the runner is
+      unavailable with the reason (while it waits in the cluster's queue, jobs are sent as usual).
     - ``poll_seconds`` = 1: how often the cluster is asked how its jobs are (one squeue for all of them).
     """
 
@@ -376,9 +381,8 @@ class SlurmRunner:
             return Availability(error is None, error)
         job = self.transport.jobs([probe["id"]]).get(probe["id"])
         if job is not None and job.state not in ENDED:
-            why = f": {job.reason}" if job.reason else ""
-            return Availability(False, f"checking that the cluster sees the jobs folder (probe job {probe['id']} "
-                                       f"{job.state.lower()}{why})")  # fmt: skip
+            # waiting in a busy cluster's queue, as the jobs would: they are not held back for it
+            return Availability(True)
         if job is not None and job.state == "COMPLETED":
             probe.setdefault("ended_at", now)
             if now - probe["ended_at"] < 5:  # a shared filesystem may show another machine's file a moment late
@@ -474,6 +478,8 @@ class SlurmRunner:
             return RunStatus("lost", reason=f"Slurm job {job.id} completed but the step left no exit code",
                              native_state=native)  # fmt: skip
         code = -job.signal if job.signal else job.exit_code
+        if not code:  # scancel and the node's end leave "0:0": the step was killed all the same
+            code = -9
         return RunStatus("ended", exit_code=code, reason=self._reason(job, files, handle), native_state=native)
 
     def _reason(self, job: SlurmJob | None, files: dict[str, Path], handle: Handle) -> str | None:
