@@ -236,6 +236,7 @@ class Cluster:
         _write_secret(self.dir / "secret" / "munge.key", os.urandom(1024))
         _write_secret(self.jwt_key, os.urandom(32))
         self.conf.write_text(self._slurm_conf())
+        self.conf.chmod(0o644)  # the REST user reads it, whatever the umask (CI's may be 077)
         if self.accounting:
             _write_secret(self.dir / "slurmdbd.conf", self._slurmdbd_conf().encode())  # beside slurm.conf, mode 600
 

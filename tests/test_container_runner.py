@@ -252,7 +252,7 @@ def test_the_runner_is_found_through_the_entry_point_group():
     runner = load_runner("container", engine="podman", cores=3, grace_seconds=2)
     assert isinstance(runner, ContainerRunner) and runner.capacity() == 3 and "container" in runner_names()
     assert runner.capabilities.to_json() == {"durable": True, "containers": True, "shared_filesystem": True,
-                                             "gpus": False}  # fmt: skip
+                                             "gpus": False, "walltime": False}  # fmt: skip
 
 
 def test_with_pull_a_missing_image_is_pulled_before_its_first_run(tmp_path):

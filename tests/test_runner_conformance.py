@@ -7,6 +7,7 @@ runner's clock is moved, real runners are waited for. A new runner adds a harnes
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -132,13 +133,17 @@ class SlurmHarness(Harness):
 
 class SlurmRestHarness(Harness):
     """The same runner through slurmrestd (v0.0.38, JWT). Its jobs run as slurmrestd's unprivileged user: in a
-    folder that user can write, with the system's Python (the test's virtual environment may not be readable)."""
+    folder that user can write, with the system's Python (the test's virtual environment may not be readable), and
+    files that user can read whatever the tests' umask (the runner writes them as the tests' user)."""
 
     name = "slurm-rest"
     durable = True
     python = ["/usr/bin/python3"]
+    umask: int | None = None
 
     def make(self) -> SlurmRunner:
+        if self.umask is None:
+            self.umask = os.umask(0o022)
         cluster = self.needed
         token = cluster.dir / "rest-token"
         if not token.exists():
@@ -148,6 +153,11 @@ class SlurmRestHarness(Harness):
 
     def spec(self, tmp_path: Path, name: str, code: str, step: str = "1", **extra: object) -> RunSpec:
         return super().spec(self.needed.shared_dir(f"conformance-{tmp_path.name}"), name, code, step, **extra)
+
+    def close(self) -> None:
+        super().close()
+        if self.umask is not None:
+            os.umask(self.umask)
 
 
 HARNESSES: dict[str, Callable[[], Harness]] = {"local": LocalHarness, "fake": FakeHarness,
